@@ -1,0 +1,47 @@
+# Everything a newcomer needs: `make demo` and `make test`. Each installs what it needs itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+CONFIG ?= config/workspaces.yaml
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+
+.PHONY: help install lint typecheck unit test validate-config demo ui sandbox bench clean
+
+help:
+	@echo "make demo             run the main job end to end against the local sandbox"
+	@echo "make test             install, validate the shipped config, lint, type-check and run every test"
+	@echo "make validate-config  check CONFIG=$(CONFIG) the way the DAG file will"
+	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
+	@echo "make clean            remove the virtualenv and every generated file"
+
+# The virtualenv is rebuilt when a requirements file changes. uv resolves and installs in seconds where
+# pip takes minutes; it is installed into the virtualenv itself, so nothing outside the repo changes.
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade uv
+	$(BIN)/uv pip install --python $(PY) --quiet -r requirements-dev.txt
+	$(BIN)/uv pip check --python $(PY)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+validate-config: $(STAMP)
+	$(PY) -m entra_provisioning validate $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check plugins dags
+	$(BIN)/mypy
+
+test: $(STAMP) validate-config lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	@echo "make demo lands with the end-to-end issue: the provisioning tasks are not implemented yet." >&2
+	@exit 2
+
+clean:
+	rm -rf $(VENV) .airflow .sandbox .tmp .pytest_cache .mypy_cache .ruff_cache .hypothesis

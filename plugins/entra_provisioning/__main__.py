@@ -1,0 +1,5 @@
+"""Command line: ``python -m entra_provisioning validate [FILE]``."""
+
+from entra_provisioning.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Build one Airflow DAG per workspace entry.
+
+Only configuration is touched here: this module runs at every DAG parse, so it must not do network I/O
+or import an Azure, Graph or Databricks SDK (ruff's TID253 and a test enforce it). The task bodies import
+what they need when they run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entra_provisioning.config import ProvisioningConfig, WorkspaceConfig, load_config
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+CONFIG_ENV_VAR = "ENTRA_PROVISIONING_CONFIG"
+#: Where the workspaces file lives when the environment does not say: ``<repo>/config/workspaces.yaml``
+#: in a checkout, ``/opt/airflow/config/workspaces.yaml`` in the compose/Docker layout.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "workspaces.yaml"
+
+BASE_TAGS = ("entra-provisioning", "databricks")
+START_DATE = datetime(2025, 1, 1)
+
+#: A provisioning run is cheap to repeat and add-only, so retry transient failures a few times, spaced
+#: out enough to ride over a Graph or SCIM throttling window rather than into it.
+DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=20),
+}
+#: A run that has not finished in this time is stuck, not slow (100,000 members take minutes).
+RUN_TIMEOUT = timedelta(hours=3)
+
+
+def config_path() -> Path:
+    """The workspaces file the DAG file reads: ``$ENTRA_PROVISIONING_CONFIG`` or the repo's default."""
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def doc_md(ws: WorkspaceConfig) -> str:
+    """The DAG's documentation shown in the UI: where it provisions from and to, never a secret."""
+    secret = ws.secret
+    groups = "\n".join(f"- `{group}`" for group in ws.entra_groups)
+    guard = "no limit" if ws.max_new_users_per_run is None else str(ws.max_new_users_per_run)
+    intro = f"{ws.description}\n\n" if ws.description else ""
+    return f"""\
+### Entra ID → Databricks provisioning: `{ws.name}`
+
+{intro}Adds the members of the Entra ID groups below to the Databricks workspace. **Add-only**: users are
+never removed or deactivated; users in the workspace who are in none of the groups are reported as
+*drift* in the run summary.
+
+| | |
+|---|---|
+| Workspace | {ws.databricks_instance} |
+| Token (Key Vault) | vault `{secret.vault_host}`, secret `{secret.name}`{f", version `{secret.version}`" if secret.version else ""} |
+| Azure connection (Key Vault) | `{ws.azure_conn_id}` |
+| Graph connection | `{ws.msgraph_conn_id}` |
+| Schedule | `{ws.schedule or "manual only"}` |
+| userName from | `{ws.user_name_attribute}` (guests: `mail`) |
+| Guard: most new users per run | {guard} |
+| SCIM creates | {ws.scim_concurrency} at a time, at most {ws.scim_max_creates_per_second:g}/s |
+
+**Groups**
+
+{groups}
+
+**Tasks**: `fetch_token` reads the token from Key Vault and proves it works (returns no secret) →
+`resolve_members` lists the groups' transitive user members through Microsoft Graph →
+`add_missing_users` creates the users the workspace lacks and returns the run summary.
+
+Trigger with **dry_run** on to see what would be added without writing anything.
+"""
+
+
+def build_dag(ws: WorkspaceConfig) -> DAG:
+    """Build the provisioning DAG for one workspace entry."""
+    from airflow.sdk import DAG, Param, task
+
+    params = {
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Resolve the groups and compute who would be added, but create nobody.",
+        ),
+        "max_new_users_per_run": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            title="Most new users this run (guard override)",
+            description=(
+                "Leave empty to use the configured guard "
+                f"({'no limit' if ws.max_new_users_per_run is None else ws.max_new_users_per_run}). "
+                "The run fails before creating anyone if more users would be added than this."
+            ),
+        ),
+    }
+    with DAG(
+        dag_id=ws.dag_id,
+        description=f"Add members of {len(ws.entra_groups)} Entra ID group(s) to {ws.workspace_host}",
+        schedule=ws.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=RUN_TIMEOUT,
+        default_args={**DEFAULT_ARGS, "owner": ws.owner},
+        params=params,
+        tags=sorted({*BASE_TAGS, *ws.tags}),
+        doc_md=doc_md(ws),
+    ) as dag:
+
+        @task(task_id="fetch_token")
+        def fetch_token() -> dict[str, Any]:
+            from entra_provisioning import tasks
+
+            return tasks.fetch_token(ws)
+
+        @task(task_id="resolve_members")
+        def resolve_members() -> dict[str, Any]:
+            from entra_provisioning import tasks
+
+            return tasks.resolve_members(ws)
+
+        @task(task_id="add_missing_users")
+        def add_missing_users(
+            token_facts: dict[str, Any], members: dict[str, Any], params: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+            from entra_provisioning import tasks
+
+            return tasks.add_missing_users(ws, token_facts, members, params or {})
+
+        token_facts = fetch_token()
+        members = resolve_members()
+        # A bad token should fail the run before it spends Graph quota on member lists.
+        token_facts >> members
+        add_missing_users(token_facts, members)
+    return dag
+
+
+def build_dags(config: ProvisioningConfig | None = None) -> dict[str, DAG]:
+    """Build the DAGs of every enabled workspace, keyed by DAG id, in file order."""
+    config = config or load_config(config_path())
+    return {ws.dag_id: build_dag(ws) for ws in config.enabled_workspaces}

@@ -1,0 +1,160 @@
+"""The DAG factory and the DAG file, loaded the way Airflow loads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from entra_provisioning.config import load_config, parse_config
+from entra_provisioning.factory import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, build_dag, build_dags
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILE = REPO / "dags" / "entra_provisioning_dags.py"
+
+# Airflow's own provider discovery imports each provider's ``get_provider_info``; the hooks and SDKs are ours.
+HEAVY_PACKAGES = (
+    "azure",
+    "msgraph",
+    "msgraph_core",
+    "kiota_abstractions",
+    "kiota_http",
+    "databricks",
+    "airflow.providers.microsoft.azure.hooks",
+    "airflow.providers.databricks.hooks",
+    "entra_provisioning.hooks",
+)
+
+
+def generated_config(count: int) -> str:
+    return yaml.safe_dump(
+        {
+            "defaults": {"runs_per_day": 4},
+            "workspaces": [
+                {
+                    "name": f"ws-{i:04d}",
+                    "databricks_instance": f"https://adb-{1000 + i}.{i % 20}.azuredatabricks.net",
+                    "entra_groups": [f"Databricks-Group-{i}", f"Databricks-Admins-{i % 7}"],
+                    "pat_secret_url": f"https://kv-{i % 5}.vault.azure.net/secrets/pat-{i}",
+                    "enabled": i % 10 != 9,
+                }
+                for i in range(count)
+            ],
+        }
+    )
+
+
+def dagbag_for(config_file: Path, monkeypatch: pytest.MonkeyPatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(config_file))
+    return DagBag(dag_folder=str(DAG_FILE))
+
+
+def test_dagbag_loads_one_dag_per_enabled_entry_of_the_shipped_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = dagbag_for(DEFAULT_CONFIG_PATH, monkeypatch)
+    assert bag.import_errors == {}
+    expected = [ws.dag_id for ws in load_config(DEFAULT_CONFIG_PATH).enabled_workspaces]
+    assert sorted(bag.dag_ids) == sorted(expected)
+
+
+def test_dagbag_with_200_workspaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file = tmp_path / "ws.yaml"
+    config_file.write_text(generated_config(200))
+    bag = dagbag_for(config_file, monkeypatch)
+    assert bag.import_errors == {}
+    assert len(bag.dag_ids) == 180  # every tenth entry is disabled
+    assert "entra_provisioning__ws-0009" not in bag.dag_ids
+
+
+def test_bad_config_fails_the_dag_file_with_every_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {"workspaces": [{"name": "a", "entra_groups": []}, {"name": "B", "databricksInstance": "http://x"}]}
+        )
+    )
+    bag = dagbag_for(config_file, monkeypatch)
+    assert bag.dag_ids == []
+    (error,) = bag.import_errors.values()
+    assert "ConfigError" in error
+    for fragment in (
+        "workspaces[0] (name 'a'): field 'databricks_instance': is required",
+        "workspaces[0] (name 'a'): field 'entra_groups': must name at least one group",
+        "workspaces[1] (name 'B'): field 'name': must be a slug",
+        "workspaces[1] (name 'B'): field 'databricks_instance': must be an https:// URL",
+    ):
+        assert fragment in error
+
+
+def test_dag_shape_and_trigger_form() -> None:
+    (ws,) = parse_config(generated_config(1)).workspaces
+    dag = build_dag(ws)
+    assert dag.dag_id == "entra_provisioning__ws-0000"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert [t.task_id for t in dag.topological_sort()] == ["fetch_token", "resolve_members", "add_missing_users"]
+    assert dag.task_dict["add_missing_users"].upstream_task_ids == {"fetch_token", "resolve_members"}
+    assert dag.default_args["retries"] == 3
+    assert {"entra-provisioning", "databricks"} <= set(dag.tags)
+    params = dag.params
+    assert params["dry_run"] is False
+    assert params["max_new_users_per_run"] is None
+    dry = params.get_param("dry_run")
+    assert dry.schema["type"] == "boolean" and dry.schema["title"] == "Dry run" and dry.description
+    guard = params.get_param("max_new_users_per_run")
+    assert guard.schema["type"] == ["null", "integer"] and "500" in (guard.description or "")
+
+
+def test_doc_md_names_workspace_groups_and_secret_but_no_token() -> None:
+    (ws,) = parse_config(generated_config(1)).workspaces
+    doc = build_dag(ws).doc_md or ""
+    assert ws.databricks_instance in doc
+    assert "Databricks-Group-0" in doc and "Databricks-Admins-0" in doc
+    assert "kv-0.vault.azure.net" in doc and "pat-0" in doc
+    assert "dapi" not in doc.lower() and "token value" not in doc.lower()
+
+
+def test_build_dags_keeps_file_order() -> None:
+    config = parse_config(generated_config(30))
+    assert list(build_dags(config)) == [ws.dag_id for ws in config.enabled_workspaces]
+
+
+def test_dag_file_imports_no_sdk_and_does_no_network(tmp_path: Path) -> None:
+    """Parse the DAG file in a fresh interpreter with sockets disabled and list what got imported."""
+    config_file = tmp_path / "ws.yaml"
+    config_file.write_text(generated_config(50))
+    probe = f"""
+import json, socket, sys, runpy
+def refuse(*a, **k):
+    raise AssertionError("network access at parse time")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+ns = runpy.run_path({str(DAG_FILE)!r})
+dags = [k for k in ns if k.startswith("entra_provisioning__")]
+print(json.dumps({{"dags": len(dags), "modules": sorted(sys.modules)}}))
+"""
+    env = {
+        **os.environ,
+        CONFIG_ENV_VAR: str(config_file),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["dags"] == 45
+    heavy = [m for m in result["modules"] if any(m == p or m.startswith(p + ".") for p in HEAVY_PACKAGES)]
+    assert heavy == []
+
+
+def test_tasks_refuse_to_pretend_until_the_pipeline_lands() -> None:
+    from entra_provisioning import tasks
+
+    (ws,) = parse_config(generated_config(1)).workspaces
+    with pytest.raises(NotImplementedError):
+        tasks.fetch_token(ws)
