@@ -1,0 +1,526 @@
+"""The pure decision: who Entra says should exist, who Databricks has, and what to do about it.
+
+Nothing in this module performs I/O. The hooks fetch Graph directory objects and SCIM users; the
+functions here turn them into a :class:`Resolution` (who should be provisioned, who is skipped and why)
+and a :class:`Plan` (who to add, who is already there, what drifted). Keeping the decision pure is what
+lets it be tested exhaustively without a network and re-run identically from XCom.
+
+Provisioning is add-only: nothing computed here ever leads to removing or changing a Databricks user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from entra_provisioning.errors import ProvisioningError
+
+__all__ = [
+    "RECORD_VERSION",
+    "USER_NAME_ATTRIBUTES",
+    "ExistingUser",
+    "GuardExceeded",
+    "Member",
+    "Plan",
+    "RenamedUser",
+    "Resolution",
+    "SkipReason",
+    "SkippedMember",
+    "build_plan",
+    "check_guard",
+    "map_user_name",
+    "resolve_members",
+]
+
+#: Graph attributes a Databricks ``userName`` may be taken from.
+USER_NAME_ATTRIBUTES: tuple[str, ...] = ("userPrincipalName", "mail")
+
+#: Bumped whenever the compact record layout changes, so a task never misreads an older XCom.
+RECORD_VERSION = 1
+
+_USER_ODATA_TYPE = "microsoft.graph.user"
+# B2B guests get a UPN such as ``jane_contoso.com#EXT#@tenant.onmicrosoft.com``: it is not an address
+# anyone can sign in to Databricks with, so their ``mail`` is used instead.
+_GUEST_UPN_MARKER = "#ext#"
+
+
+class SkipReason(StrEnum):
+    """Why a Graph directory object is not provisioned."""
+
+    #: ``accountEnabled`` is ``False``.
+    DISABLED = "disabled"
+    #: No plausible e-mail-shaped value in the configured attribute (or ``mail`` for ``#EXT#`` guests).
+    NO_USER_NAME = "no_user_name"
+    #: A device, service principal, group or any other non-user object.
+    NOT_A_USER = "not_a_user"
+    #: Another Entra object (earlier by object id) already maps to the same ``userName``.
+    DUPLICATE_USER_NAME = "duplicate_user_name"
+
+
+# In a member row, the display name when it merely repeats the userName; an int cannot collide with a
+# real display name, which is always a string.
+_SAME_AS_USER_NAME = 0
+
+# Records store reasons by position to stay small; the order is part of the record format.
+_REASONS: tuple[SkipReason, ...] = tuple(SkipReason)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """An Entra user who should exist in the workspace.
+
+    :param object_id: Entra object id; sent to Databricks as ``externalId``.
+    :param user_name: The Databricks ``userName``: stripped and lower-cased.
+    :param display_name: Graph ``displayName``, or the ``userName`` when Graph has none, so a create
+        always has something readable to send.
+    :param groups: Configured groups (as written in config) the user was found in, sorted.
+    """
+
+    object_id: str
+    user_name: str
+    display_name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedMember:
+    """A Graph directory object that is deliberately not provisioned.
+
+    :param object_id: Entra object id.
+    :param reason: Why it is skipped.
+    :param display_name: Graph ``displayName`` (may be empty), to let a human recognise the object.
+    :param groups: Configured groups it was found in, sorted.
+    :param detail: Short, reason-specific context: the ``@odata.type`` of a non-user, the rejected value
+        for ``no_user_name``, the ``userName`` for ``disabled`` and ``duplicate_user_name``.
+    """
+
+    object_id: str
+    reason: SkipReason
+    display_name: str
+    groups: tuple[str, ...]
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Who the configured groups resolve to, with what was skipped and why.
+
+    :param groups: The configured groups, in config order.
+    :param members: Users to provision, unique by object id and by ``userName``, sorted by ``userName``.
+    :param skipped: Objects not provisioned, one per object id, sorted by reason then object id.
+    :param empty_groups: Configured groups that returned no directory objects at all, in config order.
+    :param user_name_attribute: The Graph attribute ``userName`` was taken from.
+    :raises ValueError: If ``groups`` has duplicates, or an entry names a group not in ``groups``: the
+        compact record refers to groups by position, so it could not represent either.
+    """
+
+    groups: tuple[str, ...]
+    members: tuple[Member, ...]
+    skipped: tuple[SkippedMember, ...] = ()
+    empty_groups: tuple[str, ...] = ()
+    user_name_attribute: str = "userPrincipalName"
+
+    def __post_init__(self) -> None:
+        known = set(self.groups)
+        if len(known) != len(self.groups):
+            raise ValueError(f"Resolution.groups has duplicates: {list(self.groups)!r}")
+        entries: list[Member | SkippedMember] = [*self.members, *self.skipped]
+        for entry in entries:
+            unknown = [group for group in entry.groups if group not in known]
+            if unknown:
+                raise ValueError(f"{entry.object_id} names groups not in Resolution.groups: {unknown!r}")
+        unknown_empty = [group for group in self.empty_groups if group not in known]
+        if unknown_empty:
+            raise ValueError(f"empty_groups not in Resolution.groups: {unknown_empty!r}")
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Count skipped objects per reason.
+
+        :return: ``{reason: count}`` with every :class:`SkipReason` present (zero when none), so summaries
+            have the same shape on every run.
+        """
+        counts = dict.fromkeys((reason.value for reason in SkipReason), 0)
+        for entry in self.skipped:
+            counts[entry.reason.value] += 1
+        return counts
+
+    def to_record(self) -> dict[str, Any]:
+        """Serialise to a compact, JSON-safe dict for XCom.
+
+        Members become ``[object_id, user_name, display_name, [group_index, ...]]`` rows against one
+        ``groups`` table, and ``display_name`` is stored as ``0`` when it equals ``user_name``; this keeps
+        100,000 members to roughly 100 bytes each once JSON-encoded.
+
+        :return: A dict of only str, int and list values; :meth:`from_record` restores it exactly.
+        """
+        index = {group: position for position, group in enumerate(self.groups)}
+        reason_index = {reason: position for position, reason in enumerate(_REASONS)}
+        return {
+            "version": RECORD_VERSION,
+            "user_name_attribute": self.user_name_attribute,
+            "groups": list(self.groups),
+            "empty_groups": [index[group] for group in self.empty_groups],
+            "members": [
+                [
+                    member.object_id,
+                    member.user_name,
+                    _SAME_AS_USER_NAME if member.display_name == member.user_name else member.display_name,
+                    [index[group] for group in member.groups],
+                ]
+                for member in self.members
+            ],
+            "skipped": [
+                [
+                    entry.object_id,
+                    reason_index[entry.reason],
+                    entry.display_name,
+                    entry.detail,
+                    [index[group] for group in entry.groups],
+                ]
+                for entry in self.skipped
+            ],
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Resolution:
+        """Rebuild a :class:`Resolution` from :meth:`to_record` output.
+
+        :param record: The dict produced by :meth:`to_record` (typically pulled from XCom).
+        :return: A resolution equal to the one that was serialised.
+        :raises ValueError: If the record was written by an incompatible version of this package.
+        """
+        version = record.get("version")
+        if version != RECORD_VERSION:
+            raise ValueError(
+                f"Resolution record version {version!r} is not supported (expected {RECORD_VERSION}); "
+                "clear the upstream resolve_members task so it runs again with this version."
+            )
+        groups = tuple(record["groups"])
+        members = tuple(
+            Member(
+                object_id=object_id,
+                user_name=user_name,
+                display_name=user_name if display_name == _SAME_AS_USER_NAME else display_name,
+                groups=tuple(groups[position] for position in group_indexes),
+            )
+            for object_id, user_name, display_name, group_indexes in record["members"]
+        )
+        skipped = tuple(
+            SkippedMember(
+                object_id=object_id,
+                reason=_REASONS[reason_position],
+                display_name=display_name,
+                groups=tuple(groups[position] for position in group_indexes),
+                detail=detail,
+            )
+            for object_id, reason_position, display_name, detail, group_indexes in record["skipped"]
+        )
+        return cls(
+            groups=groups,
+            members=members,
+            skipped=skipped,
+            empty_groups=tuple(groups[position] for position in record["empty_groups"]),
+            user_name_attribute=record["user_name_attribute"],
+        )
+
+
+def _text(value: Any) -> str:
+    # Graph sends null for unset attributes; anything that is not a string is treated as unset rather
+    # than stringified, so ``None`` never becomes the userName "none".
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _check_attribute(user_name_attribute: str) -> None:
+    if user_name_attribute not in USER_NAME_ATTRIBUTES:
+        raise ValueError(
+            f"user_name_attribute must be one of {', '.join(USER_NAME_ATTRIBUTES)}; "
+            f"got {user_name_attribute!r}"
+        )
+
+
+def _is_plausible_user_name(value: str) -> bool:
+    local, at, domain = value.partition("@")
+    return bool(at and local and domain) and "@" not in domain and not any(c.isspace() for c in value)
+
+
+def map_user_name(obj: Mapping[str, Any], user_name_attribute: str = "userPrincipalName") -> str | None:
+    """Map one Graph user to its Databricks ``userName``.
+
+    The configured attribute is used, stripped and lower-cased. A UPN containing ``#EXT#`` (a B2B guest,
+    or a guest later converted to a member, which keeps its UPN) is not the address the person signs in
+    with, so such users fall back to ``mail`` whatever their ``userType``.
+
+    :param obj: A Graph user as a dict from Graph's JSON.
+    :param user_name_attribute: ``"userPrincipalName"`` or ``"mail"``.
+    :return: The ``userName``, or ``None`` when the value is missing or not e-mail shaped (exactly one
+        ``@`` with text on both sides and no whitespace).
+    :raises ValueError: If ``user_name_attribute`` is not one of :data:`USER_NAME_ATTRIBUTES`.
+    """
+    _check_attribute(user_name_attribute)
+    value = _text(obj.get(user_name_attribute)).lower()
+    if user_name_attribute == "userPrincipalName" and _GUEST_UPN_MARKER in value:
+        value = _text(obj.get("mail")).lower()
+    return value if _is_plausible_user_name(value) else None
+
+
+def _is_user(obj: Mapping[str, Any]) -> bool:
+    # The hook queries the ``microsoft.graph.user`` cast, whose items may omit @odata.type entirely.
+    odata_type = obj.get("@odata.type")
+    if odata_type is None:
+        return True
+    return isinstance(odata_type, str) and odata_type.strip().lstrip("#").lower() == _USER_ODATA_TYPE
+
+
+def resolve_members(
+    members_by_group: Mapping[str, Iterable[Mapping[str, Any]]],
+    user_name_attribute: str = "userPrincipalName",
+) -> Resolution:
+    """Turn each configured group's Graph directory objects into the members to provision.
+
+    Objects are de-duplicated by Entra object id across and within groups (the first occurrence, in
+    config order, supplies the attributes) and remember every group they came from. Each distinct
+    object is then either a :class:`Member` or a :class:`SkippedMember`; the checks run in this order:
+
+    1. ``not_a_user``: ``@odata.type`` is present and is not ``#microsoft.graph.user``.
+    2. ``disabled``: ``accountEnabled`` is exactly ``False``. Missing or null counts as enabled: only what
+       Entra states is acted on, and a Databricks account for a disabled identity grants nothing, since
+       sign-in still goes through Entra.
+    3. ``no_user_name``: see :func:`map_user_name`.
+    4. ``duplicate_user_name``: among the remaining objects, taken in object id order, the first to claim a
+       ``userName`` keeps it; later ones are skipped. Because disabled objects were already removed, an
+       enabled account always wins over a disabled one with the same name.
+
+    :param members_by_group: For each configured group, keyed as written in config, the directory
+        objects Graph returned (dicts from Graph's JSON). Each iterable is consumed once.
+    :param user_name_attribute: ``"userPrincipalName"`` (default) or ``"mail"``.
+    :return: The resolution, sorted deterministically regardless of input order.
+    :raises ValueError: If ``user_name_attribute`` is unsupported or an object has no ``id``.
+    """
+    _check_attribute(user_name_attribute)
+    groups = tuple(members_by_group)
+    empty_groups: list[str] = []
+    # Entra object ids are GUIDs; keying on the lower-cased form tolerates sources that upper-case them.
+    first_seen: dict[str, Mapping[str, Any]] = {}
+    source_groups: dict[str, set[str]] = {}
+    for group, objects in members_by_group.items():
+        seen_any = False
+        for obj in objects:
+            seen_any = True
+            object_id = _text(obj.get("id"))
+            if not object_id:
+                raise ValueError(f"Group {group!r} returned a directory object without an id: {obj!r}")
+            key = object_id.lower()
+            if key not in first_seen:
+                first_seen[key] = obj
+                source_groups[key] = set()
+            source_groups[key].add(group)
+        if not seen_any:
+            empty_groups.append(group)
+
+    members: list[Member] = []
+    skipped: list[SkippedMember] = []
+    claimed: set[str] = set()
+    for key in sorted(first_seen):
+        obj = first_seen[key]
+        object_id = _text(obj.get("id"))
+        display_name = _text(obj.get("displayName"))
+        in_groups = tuple(sorted(source_groups[key]))
+        user_name, reason, detail = _classify(obj, user_name_attribute)
+        if reason is None and user_name in claimed:
+            reason, detail = SkipReason.DUPLICATE_USER_NAME, user_name
+        if reason is not None:
+            skipped.append(SkippedMember(object_id, reason, display_name, in_groups, detail))
+            continue
+        claimed.add(user_name)
+        members.append(Member(object_id, user_name, display_name or user_name, in_groups))
+
+    members.sort(key=lambda member: member.user_name)
+    skipped.sort(key=lambda entry: (_REASONS.index(entry.reason), entry.object_id.lower()))
+    return Resolution(
+        groups=groups,
+        members=tuple(members),
+        skipped=tuple(skipped),
+        empty_groups=tuple(empty_groups),
+        user_name_attribute=user_name_attribute,
+    )
+
+
+def _classify(obj: Mapping[str, Any], user_name_attribute: str) -> tuple[str, SkipReason | None, str]:
+    # Returns (userName or "", skip reason or None, detail for the skip); duplicates need the whole set
+    # of members, so resolve_members checks those itself.
+    if not _is_user(obj):
+        return "", SkipReason.NOT_A_USER, str(obj.get("@odata.type"))
+    user_name = map_user_name(obj, user_name_attribute) or ""
+    if obj.get("accountEnabled") is False:
+        return user_name, SkipReason.DISABLED, user_name
+    if not user_name:
+        return "", SkipReason.NO_USER_NAME, _rejected_value(obj, user_name_attribute)
+    return user_name, None, ""
+
+
+def _rejected_value(obj: Mapping[str, Any], user_name_attribute: str) -> str:
+    # Say which attribute was looked at, so "no_user_name" is actionable in the directory.
+    value = _text(obj.get(user_name_attribute))
+    if user_name_attribute == "userPrincipalName" and _GUEST_UPN_MARKER in value.lower():
+        return f"mail={_text(obj.get('mail'))!r} (guest UPN {value})"
+    return f"{user_name_attribute}={value!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingUser:
+    """A user already in the Databricks workspace, as the SCIM list returns it.
+
+    :param id: Databricks SCIM id.
+    :param user_name: SCIM ``userName``.
+    :param external_id: SCIM ``externalId`` (the Entra object id when this package created the user).
+    """
+
+    id: str
+    user_name: str
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenamedUser:
+    """An Entra user whose Databricks account carries an older ``userName``.
+
+    Databricks cannot change a ``userName``, so the member is added (or found) under the new name and
+    the old account is left in place for an administrator to clean up by hand.
+
+    :param object_id: Entra object id (equal to the old account's ``externalId``).
+    :param new_user_name: The ``userName`` Entra maps the user to now.
+    :param old_user_id: Databricks SCIM id of the old account.
+    :param old_user_name: ``userName`` of the old account.
+    """
+
+    object_id: str
+    new_user_name: str
+    old_user_id: str
+    old_user_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a run should do. Every existing user lands in exactly one of: matched by a member (not
+    listed), ``renamed`` (as the old account) or ``drift``.
+
+    :param to_add: Members with no Databricks user of the same ``userName``, sorted by ``userName``.
+    :param already_present: Members whose ``userName`` already exists, sorted by ``userName``.
+    :param drift: Existing users matching no member and not explained as a rename: reported, never touched.
+    :param renamed: Old accounts of members that Entra now maps to another ``userName``.
+    """
+
+    to_add: tuple[Member, ...]
+    already_present: tuple[Member, ...]
+    drift: tuple[ExistingUser, ...]
+    renamed: tuple[RenamedUser, ...]
+
+
+def build_plan(
+    resolution_or_members: Resolution | Iterable[Member],
+    existing_users: Iterable[ExistingUser],
+) -> Plan:
+    """Compare the members Entra wants with the users Databricks has.
+
+    ``userName`` comparison is case-insensitive, as in Databricks. Existing users listed more than once
+    (SCIM pages can shift while listing) count once, by id. An existing user is a *rename* of a member
+    when its ``externalId`` equals the member's object id (case-insensitively), its ``userName`` differs,
+    and no member claims its ``userName``; that last condition keeps a name since reused by someone else
+    from ever being suggested for cleanup.
+
+    :param resolution_or_members: A :class:`Resolution`, or members directly.
+    :param existing_users: Users from the workspace SCIM list.
+    :return: The plan; the same inputs in any order give an equal plan.
+    :raises ValueError: If two members share a ``userName`` case-insensitively (a :class:`Resolution`
+        never does); adding both would send two creates for one account.
+    """
+    members = (
+        resolution_or_members.members
+        if isinstance(resolution_or_members, Resolution)
+        else tuple(resolution_or_members)
+    )
+    by_name: dict[str, Member] = {}
+    for member in members:
+        name = member.user_name.lower()
+        if name in by_name:
+            raise ValueError(
+                f"Members {by_name[name].object_id} and {member.object_id} share userName {name!r}"
+            )
+        by_name[name] = member
+
+    unique_existing: dict[str, ExistingUser] = {}
+    for user in existing_users:
+        unique_existing.setdefault(user.id, user)
+    present_names = {user.user_name.lower() for user in unique_existing.values()}
+
+    to_add: list[Member] = []
+    already_present: list[Member] = []
+    for name, member in by_name.items():
+        (already_present if name in present_names else to_add).append(member)
+
+    by_object_id = {member.object_id.lower(): member for member in members}
+    drift: list[ExistingUser] = []
+    renamed: list[RenamedUser] = []
+    for user in unique_existing.values():
+        if user.user_name.lower() in by_name:
+            continue
+        owner = by_object_id.get(user.external_id.lower()) if user.external_id else None
+        if owner is None:
+            drift.append(user)
+        else:
+            # The owner's userName necessarily differs: had it matched, the ``continue`` above would apply.
+            renamed.append(RenamedUser(owner.object_id, owner.user_name, user.id, user.user_name))
+
+    def by_user_name(member: Member) -> tuple[str, str]:
+        return member.user_name.lower(), member.user_name
+
+    return Plan(
+        to_add=tuple(sorted(to_add, key=by_user_name)),
+        already_present=tuple(sorted(already_present, key=by_user_name)),
+        drift=tuple(sorted(drift, key=lambda user: (user.user_name.lower(), user.user_name, user.id))),
+        renamed=tuple(sorted(renamed, key=lambda entry: (entry.new_user_name.lower(), entry.old_user_id))),
+    )
+
+
+class GuardExceeded(ProvisioningError):
+    """The plan would add more users than a run is allowed to.
+
+    :param to_add: Number of users the plan would add.
+    :param limit: The ``max_new_users_per_run`` in force.
+    :param already_present: Number of members already in the workspace, for context in the message.
+    """
+
+    def __init__(self, to_add: int, limit: int, already_present: int) -> None:
+        self.to_add = to_add
+        self.limit = limit
+        self.already_present = already_present
+        super().__init__(
+            f"Refusing to add {to_add} new users: max_new_users_per_run is {limit} "
+            f"({already_present} members are already present). Nothing was written. "
+            "If this many additions is expected, trigger the DAG manually and set "
+            f"'max_new_users_per_run' in the trigger form to at least {to_add}, or pass the DAG run conf "
+            f'{{"max_new_users_per_run": {to_add}}}. A dry run lists who would be added without adding them.'
+        )
+
+
+def check_guard(plan: Plan, max_new_users: int | None) -> None:
+    """Stop a run that would add suspiciously many users, before any write.
+
+    A sudden jump usually means a misconfigured group (e.g. "All Employees"), so the limit is a
+    deliberate brake rather than a rate limit.
+
+    :param plan: The computed plan.
+    :param max_new_users: Most users one run may add. ``None`` means no limit; ``0`` means nothing may
+        be added (any addition fails the run), which is useful to freeze a workspace while keeping the
+        drift report. Reaching the limit exactly is allowed.
+    :raises GuardExceeded: If ``len(plan.to_add)`` is greater than ``max_new_users``.
+    :raises ValueError: If ``max_new_users`` is negative.
+    """
+    if max_new_users is None:
+        return
+    if max_new_users < 0:
+        raise ValueError(f"max_new_users must be None or >= 0, got {max_new_users}")
+    if len(plan.to_add) > max_new_users:
+        raise GuardExceeded(len(plan.to_add), max_new_users, len(plan.already_present))
