@@ -1,0 +1,132 @@
+"""Shared server-side state: the world, issued Entra tokens, faults, the request log and the origins."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox.evidence import RequestLog, fingerprint
+from sandbox.faults import FaultInjector
+from sandbox.model import (
+    DATABRICKS_RESOURCE,
+    GRAPH_APP_ID,
+    GRAPH_RESOURCE,
+    VAULT_RESOURCE,
+    Identity,
+    World,
+    load_world,
+)
+
+
+@dataclass
+class IssuedToken:
+    audience: str  # the resource it was issued for, normalised
+    identity: Identity
+    expires_at: float
+
+
+def normalise_resource(value: str) -> str:
+    """``https://graph.microsoft.com/.default`` and ``https://graph.microsoft.com/`` -> the bare resource."""
+    value = value.strip()
+    if value.endswith("/.default"):
+        value = value[: -len("/.default")]
+    return value.rstrip("/")
+
+
+class TokenStore:
+    """Opaque Entra access tokens. Only their SHA-256 is kept, like everywhere else in the sandbox."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, IssuedToken] = {}
+
+    def issue(self, audience: str, identity: Identity, lifetime: int) -> tuple[str, float]:
+        raw = "sbx-at." + secrets.token_urlsafe(32)
+        expires = time.time() + lifetime
+        with self._lock:
+            self._tokens[fingerprint(raw)] = IssuedToken(audience, identity, expires)
+        return raw, expires
+
+    def lookup(self, raw: str) -> IssuedToken | None:
+        with self._lock:
+            return self._tokens.get(fingerprint(raw))
+
+    def expire_all(self) -> int:
+        with self._lock:
+            for tok in self._tokens.values():
+                tok.expires_at = 0.0
+            return len(self._tokens)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+class Hub:
+    """Everything the system apps share. Handlers read ``hub.world`` on every request, so a reseed is
+    visible at once."""
+
+    def __init__(self, seed: dict[str, Any], fault_rules: list[dict[str, Any]] | None = None, fault_seed: int = 0):
+        self.seed = seed
+        self.world: World = load_world(seed)
+        self.tokens = TokenStore()
+        self.log = RequestLog()
+        self.faults = FaultInjector(seed=fault_seed)
+        self._initial_faults = list(fault_rules or [])
+        self._initial_fault_seed = fault_seed
+        self.faults.configure(self._initial_faults, fault_seed)
+        self.origins: dict[str, str] = {}  # system name -> https://127.0.0.1:port
+        self.vault_resources: dict[str, str] = {}  # vault name -> challenge resource
+        self.apps: list[Any] = []
+
+    # ---------------------------------------------------------------- audiences
+    @property
+    def graph_audiences(self) -> set[str]:
+        out = {GRAPH_RESOURCE, GRAPH_APP_ID}
+        if "graph" in self.origins:
+            out.add(self.origins["graph"])
+        return out
+
+    @property
+    def vault_audiences(self) -> set[str]:
+        return {VAULT_RESOURCE, *self.vault_resources.values()}
+
+    def known_resource(self, resource: str) -> bool:
+        return resource in self.graph_audiences or resource in self.vault_audiences or resource in {
+            DATABRICKS_RESOURCE
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+    def reset(self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False) -> None:
+        """Reload the world from the original seed (or a new one); clear tokens, faults and the log."""
+        world = load_world(seed if seed is not None else self.seed)
+        if seed is not None:
+            self.seed = seed
+        self.world = world
+        self.tokens.clear()
+        for app in self.apps:
+            app.reset_limits()
+        if not keep_faults:
+            self.faults.configure(self._initial_faults, self._initial_fault_seed)
+        if not keep_log:
+            self.log.clear()
+
+
+def check_bearer(hub: Hub, raw: str | None, audiences: set[str]) -> tuple[IssuedToken | None, str]:
+    """Validate an Entra token for a resource: ``(token, "ok")`` or ``(None, reason)``.
+
+    Reasons: ``missing``, ``unknown``, ``expired``, ``audience``.
+    """
+    if not raw:
+        return None, "missing"
+    tok = hub.tokens.lookup(raw)
+    if tok is None:
+        return None, "unknown"
+    if tok.expires_at <= time.time():
+        return None, "expired"
+    if tok.audience not in audiences:
+        return None, "audience"
+    return tok, "ok"
