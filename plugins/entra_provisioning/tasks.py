@@ -1,21 +1,166 @@
-"""Task bodies of a workspace DAG. They land with the pipeline issue; until then they refuse to run."""
+"""Task bodies of a workspace DAG: fetch_token → resolve_members → add_missing_users.
+
+Each returns only non-secret, JSON-safe facts (they become XComs). The PAT is read from Key Vault
+inside the task that needs it, masked at once, and dropped when the task ends. Failures that a retry
+cannot fix (bad config, missing group, refused token, guard) fail the task without retries; throttling
+and outages are left to Airflow's retries, which are safe because every run re-reads what exists.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from entra_provisioning.config import WorkspaceConfig
+from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.plan import Resolution, build_plan, check_guard
+from entra_provisioning.plan import resolve_members as resolve_plan_members
+from entra_provisioning.summary import CreateOutcome, build_summary
+
+log = logging.getLogger(__name__)
+
+
+def _fail(exc: ProvisioningError) -> BaseException:
+    """Turn our error into a task failure Airflow will not retry, keeping the one clear message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+def _read_token(ws: WorkspaceConfig, version: str | None = None) -> tuple[str, Any]:
+    from airflow.sdk.log import mask_secret
+
+    from entra_provisioning.hooks.key_vault import KeyVaultSecretHook, SecretUnavailableError
+
+    try:
+        token, facts = KeyVaultSecretHook(azure_conn_id=ws.azure_conn_id).get_secret(
+            ws.pat_secret_url, version
+        )
+    except SecretUnavailableError as exc:
+        raise _fail(exc) from None
+    mask_secret(token)
+    return token, facts
+
+
+def _scim_hook(ws: WorkspaceConfig, token: str) -> Any:
+    from entra_provisioning.hooks.scim import DatabricksScimHook
+
+    return DatabricksScimHook(
+        ws.databricks_instance,
+        token,
+        max_concurrency=ws.scim_concurrency,
+        max_creates_per_second=ws.scim_max_creates_per_second,
+    )
 
 
 def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
-    raise NotImplementedError("fetch_token lands with the pipeline issue")
+    """Read the PAT, check it is usable and belongs to a workspace admin; return facts, not the token."""
+    from entra_provisioning.hooks.scim import ScimAuthError
+
+    token, facts = _read_token(ws)
+    result = facts.to_dict()
+    if facts.expires_on is not None:
+        left = facts.expires_on - datetime.now(UTC)
+        result["expires_in_days"] = left.days
+        if left <= timedelta(days=ws.secret_expiry_warning_days):
+            log.warning(
+                "The token secret %s expires in %d day(s), on %s: rotate it before then",
+                facts.name,
+                left.days,
+                facts.expires_on.isoformat(),
+            )
+    with _scim_hook(ws, token) as scim:
+        try:
+            admin = scim.check_admin()
+        except ScimAuthError as exc:
+            raise _fail(exc) from None
+    result["admin_user_name"] = admin
+    result["workspace"] = ws.databricks_instance
+    log.info(
+        "Token from secret %s (version %s) authenticates to %s as workspace admin %s",
+        facts.name,
+        facts.version,
+        ws.databricks_instance,
+        admin,
+    )
+    return result
 
 
 def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
-    raise NotImplementedError("resolve_members lands with the pipeline issue")
+    """List the configured groups' transitive members and map them to Databricks userNames."""
+    from entra_provisioning.hooks.entra import EntraGroupsHook, GraphError
+
+    hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
+    try:
+        objects = hook.members_by_group(ws.entra_groups)
+    except GraphError as exc:
+        raise _fail(exc) from None
+    resolution = resolve_plan_members(objects, ws.user_name_attribute)
+    for group in resolution.empty_groups:
+        log.warning("Entra group %r has no members; nothing to provision from it", group)
+    skipped = {reason: n for reason, n in resolution.skipped_counts().items() if n}
+    log.info(
+        "Resolved %d member(s) from %d group(s) in %d Graph page(s); skipped: %s",
+        len(resolution.members),
+        len(ws.entra_groups),
+        hook.pages_read,
+        skipped or "none",
+    )
+    return resolution.to_record()
 
 
 def add_missing_users(
     ws: WorkspaceConfig, token_facts: dict[str, Any], members: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
-    raise NotImplementedError("add_missing_users lands with the pipeline issue")
+    """Create the members the workspace lacks (add-only) and return the run summary."""
+    from entra_provisioning.hooks.scim import ScimAuthError, ScimError
+    from entra_provisioning.plan import GuardExceeded
+
+    dry_run = bool(params.get("dry_run", False))
+    override = params.get("max_new_users_per_run")
+    limit = ws.max_new_users_per_run if override is None else int(override)
+    resolution = Resolution.from_record(members)
+
+    # Pin the version fetch_token checked, so one run uses one token even if it is rotated meanwhile.
+    token, _ = _read_token(ws, token_facts.get("secret_version") or None)
+    with _scim_hook(ws, token) as scim:
+        try:
+            existing = scim.list_users()
+        except ScimAuthError as exc:
+            raise _fail(exc) from None
+        plan = build_plan(resolution, existing)
+        log.info(
+            "Workspace has %d user(s); %d member(s) already present, %d to add, %d drift",
+            len(existing),
+            len(plan.already_present),
+            len(plan.to_add),
+            len(plan.drift),
+        )
+        try:
+            check_guard(plan, limit)
+        except GuardExceeded as exc:
+            raise _fail(exc) from None
+        outcome: CreateOutcome | None = None
+        if not dry_run and plan.to_add:
+            # A throttling ceiling or an outage propagates to Airflow's retries; nothing is lost, because
+            # the next attempt lists users again and adds only what is still missing.
+            try:
+                results = scim.create_users(plan.to_add)
+            except ScimAuthError as exc:
+                raise _fail(exc) from None
+            outcome = CreateOutcome(added=results.added, existed=results.existed, failed=results.failed)
+            if results.throttled_responses:
+                log.info("Databricks throttled %d request(s); they were retried", results.throttled_responses)
+        elif not dry_run:
+            outcome = CreateOutcome(added=[], existed=[], failed={})
+
+    summary = build_summary(resolution, plan, outcome, dry_run=dry_run)
+    log.info("Run summary for %s:\n%s", ws.name, summary.render_table())
+    if outcome is not None and outcome.failed:
+        failures = "; ".join(f"{name}: {reason}" for name, reason in sorted(outcome.failed.items())[:50])
+        raise ScimError(
+            f"{len(outcome.failed)} user(s) could not be added (the others were): {failures}. "
+            "A retry adds only what is still missing."
+        )
+    return summary.to_dict()

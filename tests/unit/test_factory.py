@@ -150,11 +150,3 @@ print(json.dumps({{"dags": len(dags), "modules": sorted(sys.modules)}}))
     assert result["dags"] == 45
     heavy = [m for m in result["modules"] if any(m == p or m.startswith(p + ".") for p in HEAVY_PACKAGES)]
     assert heavy == []
-
-
-def test_tasks_refuse_to_pretend_until_the_pipeline_lands() -> None:
-    from entra_provisioning import tasks
-
-    (ws,) = parse_config(generated_config(1)).workspaces
-    with pytest.raises(NotImplementedError):
-        tasks.fetch_token(ws)

@@ -1,0 +1,199 @@
+"""Entra ID hook: find groups and list their transitive members through Microsoft Graph (msgraph-sdk).
+
+The Graph client comes from the Azure provider's ``msgraph`` connection (client secret or certificate,
+host, authority, proxies, as the provider documents). Paging follows ``@odata.nextLink`` only while it
+stays on the Graph host the connection names: a link elsewhere would carry our bearer token off-site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk.bases.hook import BaseHook
+
+from entra_provisioning.config import is_object_id
+from entra_provisioning.errors import ProvisioningError
+
+if TYPE_CHECKING:
+    from msgraph import GraphServiceClient
+
+#: Graph serves 100 objects a page by default and at most 999.
+PAGE_SIZE = 999
+MEMBER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled", "userType")
+GROUP_TYPE = "#microsoft.graph.group"
+
+
+class GraphError(ProvisioningError):
+    """Graph refused or failed a request we cannot do without."""
+
+
+class GroupNotFoundError(GraphError):
+    """No group has the configured name or id."""
+
+
+class AmbiguousGroupError(GraphError):
+    """Several groups share the configured display name."""
+
+
+def escape_odata_string(value: str) -> str:
+    """Quote a value for an OData string literal: a single quote is written twice."""
+    return value.replace("'", "''")
+
+
+def _odata_error(exc: Exception) -> tuple[int | None, str]:
+    status = getattr(exc, "response_status_code", None)
+    error = getattr(exc, "error", None)
+    message = getattr(error, "message", None) or str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return status, message or type(exc).__name__
+
+
+class EntraGroupsHook(BaseHook):
+    """Resolve Entra ID groups to their transitive members.
+
+    :param msgraph_conn_id: Airflow connection of type ``msgraph``; its app needs the Graph application
+        permissions ``GroupMember.Read.All`` and ``User.Read.All``.
+    :param page_size: objects per Graph page (1-999).
+    """
+
+    conn_name_attr = "msgraph_conn_id"
+    default_conn_name = "msgraph_default"
+    conn_type = "msgraph"
+    hook_name = "Entra ID groups (Microsoft Graph)"
+
+    def __init__(self, msgraph_conn_id: str = default_conn_name, page_size: int = PAGE_SIZE) -> None:
+        super().__init__()
+        if not 1 <= page_size <= PAGE_SIZE:
+            raise ValueError(f"page_size must be 1 to {PAGE_SIZE}")
+        self.msgraph_conn_id = msgraph_conn_id
+        self.page_size = page_size
+        self.pages_read = 0
+
+    async def _client(self) -> tuple[GraphServiceClient, str]:
+        from airflow.providers.microsoft.azure.hooks.msgraph import KiotaRequestAdapterHook
+        from msgraph import GraphServiceClient
+
+        adapter = await KiotaRequestAdapterHook(conn_id=self.msgraph_conn_id).get_async_conn()
+        # The provider's adapter already carries the connection's host, API version, proxies and
+        # credential; the typed client only adds request builders on top of it.
+        client = GraphServiceClient(request_adapter=adapter)  # type: ignore[arg-type]
+        return client, urlsplit(adapter.base_url).netloc.lower()
+
+    def members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """For each configured group (display name or object id), its transitive member objects.
+
+        Each object is a plain dict with ``@odata.type`` and :data:`MEMBER_FIELDS`. Nested groups are
+        expanded by Graph and left out here; users, service principals, devices and contacts are kept so
+        that the caller can report what it skips.
+
+        :raises GroupNotFoundError, AmbiguousGroupError, GraphError: naming the group.
+        """
+        return asyncio.run(self._members_by_group(groups))
+
+    async def _members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        client, graph_host = await self._client()
+        result: dict[str, list[dict[str, Any]]] = {}
+        for group in groups:
+            group_id = await self._group_id(client, group)
+            result[group] = await self._transitive_members(client, graph_host, group, group_id)
+        return result
+
+    async def _group_id(self, client: GraphServiceClient, group: str) -> str:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
+        from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        try:
+            if is_object_id(group):
+                item_query = GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
+                    select=["id", "displayName"]
+                )
+                found = await client.groups.by_group_id(group).get(
+                    request_configuration=RequestConfiguration(query_parameters=item_query)
+                )
+                if found is None or not found.id:
+                    raise GroupNotFoundError(f"Entra group with object id {group!r} not found")
+                return found.id
+            query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
+                filter=f"displayName eq '{escape_odata_string(group)}'", select=["id", "displayName"], top=5
+            )
+            page = await client.groups.get(request_configuration=RequestConfiguration(query_parameters=query))
+        except ODataError as exc:
+            status, message = _odata_error(exc)
+            if status == 404:
+                raise GroupNotFoundError(f"Entra group {group!r} not found") from None
+            raise GraphError(f"looking up Entra group {group!r} failed (HTTP {status}): {message}") from None
+        matches = [g for g in (page.value if page and page.value else []) if g.id]
+        if not matches:
+            raise GroupNotFoundError(
+                f"no Entra group has the display name {group!r} (names are matched exactly; "
+                "an object id may be given instead)"
+            )
+        if len(matches) > 1:
+            ids = ", ".join(sorted(str(g.id) for g in matches))
+            raise AmbiguousGroupError(
+                f"{len(matches)} Entra groups have the display name {group!r} ({ids}); "
+                "put the object id of the intended one in entra_groups"
+            )
+        return str(matches[0].id)
+
+    async def _transitive_members(
+        self, client: GraphServiceClient, graph_host: str, group: str, group_id: str
+    ) -> list[dict[str, Any]]:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.groups.item.transitive_members.transitive_members_request_builder import (
+            TransitiveMembersRequestBuilder,
+        )
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        builder = client.groups.by_group_id(group_id).transitive_members
+        query = TransitiveMembersRequestBuilder.TransitiveMembersRequestBuilderGetQueryParameters(
+            select=list(MEMBER_FIELDS), top=self.page_size, count=True
+        )
+        config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+        # $count is an advanced query: Graph requires eventual consistency for it.
+        config.headers.add("ConsistencyLevel", "eventual")
+        members: list[dict[str, Any]] = []
+        try:
+            page = await builder.get(request_configuration=config)
+            while page is not None:
+                self.pages_read += 1
+                members.extend(_as_dict(obj) for obj in page.value or [] if _keep(obj))
+                next_link = page.odata_next_link
+                if not next_link:
+                    break
+                if urlsplit(next_link).netloc.lower() != graph_host or urlsplit(next_link).scheme != "https":
+                    raise GraphError(
+                        f"Graph returned a next page link for group {group!r} on another host "
+                        f"({urlsplit(next_link).netloc}); refusing to send the token there"
+                    )
+                next_config: RequestConfiguration[Any] = RequestConfiguration()
+                next_config.headers.add("ConsistencyLevel", "eventual")
+                page = await builder.with_url(next_link).get(request_configuration=next_config)
+        except ODataError as exc:
+            status, message = _odata_error(exc)
+            hint = " (the app needs GroupMember.Read.All and User.Read.All)" if status == 403 else ""
+            raise GraphError(
+                f"listing members of Entra group {group!r} failed (HTTP {status}){hint}: {message}"
+            ) from None
+        return members
+
+
+def _keep(obj: Any) -> bool:
+    # Nested groups are containers: Graph already expanded them into transitive members.
+    return (getattr(obj, "odata_type", None) or "").lower() != GROUP_TYPE
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {
+        "@odata.type": getattr(obj, "odata_type", None),
+        "id": getattr(obj, "id", None),
+        "userPrincipalName": getattr(obj, "user_principal_name", None),
+        "mail": getattr(obj, "mail", None),
+        "displayName": getattr(obj, "display_name", None),
+        "accountEnabled": getattr(obj, "account_enabled", None),
+        "userType": getattr(obj, "user_type", None),
+    }
