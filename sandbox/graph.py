@@ -496,7 +496,11 @@ class GraphApp(SystemApp):
             if cast_seg == "$count" and count_seg is None:
                 only_count = True
             elif cast_seg is not None:
-                kind = CASTS.get(cast_seg.lower())
+                # Graph accepts the namespace alias too: msgraph-sdk itself sends ``graph.user``.
+                cast_key = cast_seg.lower()
+                if cast_key.startswith("graph."):
+                    cast_key = "microsoft." + cast_key
+                kind = CASTS.get(cast_key)
                 if kind is None:
                     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{cast_seg}'.")
                 if count_seg is not None:
