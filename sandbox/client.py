@@ -66,7 +66,10 @@ class ControlClient:
 
     def _call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         response = self._http.request(
-            method, "/control" + path, json=body, params={k: v for k, v in (params or {}).items() if v is not None}
+            method,
+            "/control" + path,
+            json=body,
+            params={k: v for k, v in (params or {}).items() if v is not None},
         )
         if response.status_code >= 400:
             raise RuntimeError(f"control API {method} {path}: {response.status_code} {response.text}")
@@ -97,7 +100,9 @@ class ControlClient:
 
     def add_workspace_user(self, workspace: str, user_name: str, **fields: Any) -> dict[str, Any]:
         """Create a user directly in the store (not through SCIM, not logged): drift or a racing creator."""
-        return dict(self._call("POST", f"/state/workspaces/{workspace}/users", {"userName": user_name, **fields}))
+        return dict(
+            self._call("POST", f"/state/workspaces/{workspace}/users", {"userName": user_name, **fields})
+        )
 
     def account_users(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/state/account/users")["users"])
@@ -122,7 +127,9 @@ class ControlClient:
         """Secret names, versions and attributes (never values) and the access list."""
         return dict(self._call("GET", f"/state/vaults/{name}"))
 
-    def reset(self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False) -> None:
+    def reset(
+        self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False
+    ) -> None:
         """Reload the start seed (or ``seed``); drop issued Entra tokens, runtime faults and the log."""
         self._call("POST", "/reset", {"seed": seed, "keep_faults": keep_faults, "keep_log": keep_log})
 
@@ -195,10 +202,21 @@ class SandboxProcess:
         env = dict(os.environ)
         root = str(PACKAGE_DIR.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [self.python, "-m", "sandbox", "serve", "--seed", str(self.seed), "--state-dir", str(self.state_dir)]
+        cmd = [
+            self.python,
+            "-m",
+            "sandbox",
+            "serve",
+            "--seed",
+            str(self.seed),
+            "--state-dir",
+            str(self.state_dir),
+        ]
         out = open(self.state_dir / "server.out", "wb")  # noqa: SIM115 - owned by the child for its lifetime
         try:
-            self.proc = subprocess.Popen(cmd + self.extra_args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+            self.proc = subprocess.Popen(
+                cmd + self.extra_args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root
+            )
         finally:
             out.close()
         deadline = time.monotonic() + self.start_timeout

@@ -108,9 +108,7 @@ class ControlApp(SystemApp):
                 "id": t.id,
                 "domain": t.domain,
                 "users": [dataclasses.asdict(u) for u in t.users.values()],
-                "groups": [
-                    {**g.to_graph(), "member_ids": list(g.member_ids)} for g in t.groups.values()
-                ],
+                "groups": [{**g.to_graph(), "member_ids": list(g.member_ids)} for g in t.groups.values()],
                 "objects": [{"kind": o.odata_kind, **o.to_graph()} for o in t.objects.values()],
             }
         )
@@ -181,7 +179,8 @@ class ControlApp(SystemApp):
                 "access": sorted(vault.access),
                 "secrets": {
                     s.name: [
-                        {k: v for k, v in dataclasses.asdict(ver).items() if k != "value"} for ver in s.versions
+                        {k: v for k, v in dataclasses.asdict(ver).items() if k != "value"}
+                        for ver in s.versions
                     ]
                     for s in vault.secrets.values()
                 },

@@ -101,7 +101,9 @@ class FaultInjector:
                 if not rule.matches(system, endpoint, method):
                     continue
                 if rule.latency_ms or rule.jitter_ms:
-                    latency_ms += rule.latency_ms + (self._rng.uniform(0, rule.jitter_ms) if rule.jitter_ms else 0)
+                    latency_ms += rule.latency_ms + (
+                        self._rng.uniform(0, rule.jitter_ms) if rule.jitter_ms else 0
+                    )
                 if action is not None:
                     continue
                 # One draw per matching rule keeps the sequence stable whatever the rates are.

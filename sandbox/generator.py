@@ -59,7 +59,9 @@ def generated_users_and_groups(
         {"displayName": f"{group_prefix}{g:03d}", "members": members[g]} for g in range(max(groups, 1))
     ]
     if top_group:
-        out_groups.append({"displayName": top_group, "members": [f"group:{g['displayName']}" for g in out_groups]})
+        out_groups.append(
+            {"displayName": top_group, "members": [f"group:{g['displayName']}" for g in out_groups]}
+        )
     return out_users, out_groups
 
 
@@ -86,11 +88,13 @@ def expand(seed: Mapping[str, Any]) -> dict[str, Any]:
     if fill:
         rng = random.Random(int(spec.get("seed", 1)) + 1)
         workspaces = []
-        for ws in seed.get("workspaces") or []:
-            ws = dict(ws)
+        for raw_ws in seed.get("workspaces") or []:
+            ws = dict(raw_ws)
             share = float(fill.get(ws.get("name"), 0.0))
             if share:
-                existing = {str(u if isinstance(u, str) else u.get("userName")).lower() for u in ws.get("users") or []}
+                existing = {
+                    str(u if isinstance(u, str) else u.get("userName")).lower() for u in ws.get("users") or []
+                }
                 extra = [
                     (u.get("mail") or u["userPrincipalName"]).lower()
                     for u in users
@@ -106,7 +110,12 @@ def write_generated_seed(path: str, *, users: int, groups: int, seed: int) -> No
     """Write a fully expanded seed (no ``generate:`` block) for inspection or reuse."""
     import yaml
 
-    body = expand({"tenant": {"domain": "contoso.onmicrosoft.com"}, "generate": {"users": users, "groups": groups, "seed": seed}})
+    body = expand(
+        {
+            "tenant": {"domain": "contoso.onmicrosoft.com"},
+            "generate": {"users": users, "groups": groups, "seed": seed},
+        }
+    )
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     with open(path, "w", encoding="utf-8") as handle:
         yaml.dump(body, handle, Dumper=dumper, sort_keys=False)

@@ -19,8 +19,8 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from sandbox.hub import check_bearer
 from sandbox.http import Ctx, SystemApp, json_response
+from sandbox.hub import check_bearer
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
@@ -55,7 +55,12 @@ GROUP_PROPS = (
 )
 SP_PROPS = ("id", "displayName", "appId", "servicePrincipalType", "accountEnabled")
 DEVICE_PROPS = ("id", "displayName", "deviceId", "operatingSystem", "accountEnabled")
-PROPS_BY_KIND = {"user": USER_PROPS, "group": GROUP_PROPS, "servicePrincipal": SP_PROPS, "device": DEVICE_PROPS}
+PROPS_BY_KIND = {
+    "user": USER_PROPS,
+    "group": GROUP_PROPS,
+    "servicePrincipal": SP_PROPS,
+    "device": DEVICE_PROPS,
+}
 CASTS = {
     "microsoft.graph.user": "user",
     "microsoft.graph.group": "group",
@@ -104,7 +109,9 @@ class _Clause:
     negate: bool = False
 
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<punct>[(),])|(?P<word>[A-Za-z_$][\w./$-]*)|(?P<num>-?\d+))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<punct>[(),])|(?P<word>[A-Za-z_$][\w./$-]*)|(?P<num>-?\d+))"
+)
 _MISSING = object()
 
 
@@ -115,7 +122,9 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise GraphError(400, "BadRequest", f"Invalid filter clause: syntax error at position {pos} in '{text}'.")
+            raise GraphError(
+                400, "BadRequest", f"Invalid filter clause: syntax error at position {pos} in '{text}'."
+            )
         kind = m.lastgroup or ""
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -303,7 +312,9 @@ def _parse_query(ctx: Ctx, props: tuple[str, ...], type_name: str) -> _Query:
         for prop in select:
             if prop not in props:
                 raise GraphError(
-                    400, "Request_BadRequest", f"Could not find a property named '{prop}' on type '{type_name}'."
+                    400,
+                    "Request_BadRequest",
+                    f"Could not find a property named '{prop}' on type '{type_name}'.",
                 )
     predicate = None
     if q.get("$filter"):
@@ -316,7 +327,9 @@ def _parse_query(ctx: Ctx, props: tuple[str, ...], type_name: str) -> _Query:
                 "and '$count=true'.",
             )
     if q.get("$search") and not _eventual(ctx):
-        raise GraphError(400, "Request_UnsupportedQuery", "$search needs the header 'ConsistencyLevel: eventual'.")
+        raise GraphError(
+            400, "Request_UnsupportedQuery", "$search needs the header 'ConsistencyLevel: eventual'."
+        )
     if q.get("$orderby") and not _eventual(ctx):
         raise GraphError(
             400, "Request_UnsupportedQuery", "Sorting is only supported with 'ConsistencyLevel: eventual'."
@@ -396,7 +409,9 @@ class GraphApp(SystemApp):
         for rel in ("members", "transitiveMembers"):
             self.add("GET", f"/v1.0/groups/{{id}}/{rel}", f"graph.groups.{rel}", self.members)
             self.add("GET", f"/v1.0/groups/{{id}}/{rel}/{{cast}}", f"graph.groups.{rel}", self.members)
-            self.add("GET", f"/v1.0/groups/{{id}}/{rel}/{{cast}}/{{count}}", f"graph.groups.{rel}", self.members)
+            self.add(
+                "GET", f"/v1.0/groups/{{id}}/{rel}/{{cast}}/{{count}}", f"graph.groups.{rel}", self.members
+            )
         self.add("GET", "/v1.0/users", "graph.users.list", self.list_users)
         self.add("GET", "/v1.0/users/{id}", "graph.users.get", self.get_user)
         self._cast_cache: dict[tuple[int, str, str, str], list[str]] = {}
@@ -415,9 +430,13 @@ class GraphApp(SystemApp):
                 + self.hub.origins.get("identity", "")
                 + '/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
             )
-            return _ERR.error(401, "InvalidAuthenticationToken", message, headers={"WWW-Authenticate": challenge})
+            return _ERR.error(
+                401, "InvalidAuthenticationToken", message, headers={"WWW-Authenticate": challenge}
+            )
         if not tok.identity.graph_access:
-            return _ERR.error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+            return _ERR.error(
+                403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+            )
         return None
 
     async def _run(self, ctx: Ctx, fn: Callable[[], Response]) -> Response:
@@ -505,7 +524,9 @@ class GraphApp(SystemApp):
                     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{cast_seg}'.")
                 if count_seg is not None:
                     if count_seg != "$count":
-                        raise GraphError(400, "BadRequest", f"Resource not found for the segment '{count_seg}'.")
+                        raise GraphError(
+                            400, "BadRequest", f"Resource not found for the segment '{count_seg}'."
+                        )
                     only_count = True
             ids = self._member_ids(tenant, group.id, transitive, kind)
             if only_count:
@@ -514,7 +535,9 @@ class GraphApp(SystemApp):
                         400, "Request_BadRequest", "Counting needs the header 'ConsistencyLevel: eventual'."
                     )
                 return Response(content=str(len(ids)), media_type="text/plain")
-            props = PROPS_BY_KIND[kind] if kind else tuple(sorted({p for v in PROPS_BY_KIND.values() for p in v}))
+            props = (
+                PROPS_BY_KIND[kind] if kind else tuple(sorted({p for v in PROPS_BY_KIND.values() for p in v}))
+            )
             query = _parse_query(ctx, props, f"microsoft.graph.{kind or 'directoryObject'}")
             items = [_object_view(tenant, i) for i in ids]
             context = f"{kind}s" if kind else "directoryObjects"
@@ -529,7 +552,9 @@ class GraphApp(SystemApp):
             return cached
         if len(self._cast_cache) > 10_000:
             self._cast_cache.clear()
-        ids = tenant.transitive_member_ids(group_id) if transitive else list(tenant.groups[group_id].member_ids)
+        ids = (
+            tenant.transitive_member_ids(group_id) if transitive else list(tenant.groups[group_id].member_ids)
+        )
         if kind:
             ids = [i for i in ids if tenant.kind_of(i) == kind]
         self._cast_cache[key] = ids

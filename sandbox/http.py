@@ -40,7 +40,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 class ErrorStyle(Protocol):
     """How a system spells its errors; used for injected faults, throttling and unknown routes."""
 
-    def error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response: ...
+    def error(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> Response: ...
 
 
 @dataclass
@@ -175,12 +177,14 @@ class SystemApp:
         limits = self._limits() if self._limits else None
         admitted = False
         try:
-            if limits is not None and limits.max_concurrent is not None:
-                if self.inflight >= limits.max_concurrent:
-                    fault = "concurrency"
-                    response = self._concurrency_refusal(limits)
-                    status = await self._send(response, scope, receive, send)
-                    return
+            if (
+                limits is not None
+                and limits.max_concurrent is not None
+                and self.inflight >= limits.max_concurrent
+            ):
+                fault = "concurrency"
+                status = await self._send(self._concurrency_refusal(limits), scope, receive, send)
+                return
             self.inflight += 1
             admitted = True
             decision = self.hub.faults.decide(self.system, endpoint, method) if self._faultable else None
@@ -255,7 +259,7 @@ class SystemApp:
     @staticmethod
     async def _drop(send: Any) -> None:
         """Close the connection without a byte of response, as a crashed front end would."""
-        cycle = getattr(send, "__self__", None)
+        cycle: Any = getattr(send, "__self__", None)
         transport = getattr(cycle, "transport", None)
         if transport is None:
             # Not under uvicorn's protocol: the closest we can get is an aborted response.

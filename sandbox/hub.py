@@ -69,7 +69,9 @@ class Hub:
     """Everything the system apps share. Handlers read ``hub.world`` on every request, so a reseed is
     visible at once."""
 
-    def __init__(self, seed: dict[str, Any], fault_rules: list[dict[str, Any]] | None = None, fault_seed: int = 0):
+    def __init__(
+        self, seed: dict[str, Any], fault_rules: list[dict[str, Any]] | None = None, fault_seed: int = 0
+    ):
         self.seed = seed
         self.world: World = load_world(seed)
         self.tokens = TokenStore()
@@ -95,12 +97,16 @@ class Hub:
         return {VAULT_RESOURCE, *self.vault_resources.values()}
 
     def known_resource(self, resource: str) -> bool:
-        return resource in self.graph_audiences or resource in self.vault_audiences or resource in {
-            DATABRICKS_RESOURCE
-        }
+        return (
+            resource in self.graph_audiences
+            or resource in self.vault_audiences
+            or resource in {DATABRICKS_RESOURCE}
+        )
 
     # ---------------------------------------------------------------- lifecycle
-    def reset(self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False) -> None:
+    def reset(
+        self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False
+    ) -> None:
         """Reload the world from the original seed (or a new one); clear tokens, faults and the log."""
         world = load_world(seed if seed is not None else self.seed)
         if seed is not None:

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 
 from starlette.responses import Response
 
-from sandbox.hub import normalise_resource
 from sandbox.http import Ctx, SystemApp, json_response
+from sandbox.hub import normalise_resource
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
@@ -94,7 +94,11 @@ def _openid_config(ctx: Ctx, tenant: str) -> dict[str, object]:
     tid = ctx.hub.world.tenant.id
     return {
         "token_endpoint": f"{base}/{tenant}/oauth2/v2.0/token",
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_post",
+            "private_key_jwt",
+            "client_secret_basic",
+        ],
         "jwks_uri": f"{base}/{tid}/discovery/v2.0/keys",
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
@@ -141,7 +145,9 @@ async def client_credentials_token(ctx: Ctx) -> Response:
         return _ERR.error(400, "invalid_request", f"AADSTS90002: Tenant '{tenant}' not found.")
     form = {k: v[0] for k, v in parse_qs((await ctx.request.body()).decode("utf-8", "replace")).items()}
     if form.get("grant_type") != "client_credentials":
-        return _ERR.error(400, "unsupported_grant_type", "AADSTS70003: Only client_credentials is served here.")
+        return _ERR.error(
+            400, "unsupported_grant_type", "AADSTS70003: Only client_credentials is served here."
+        )
     client_id = form.get("client_id")
     secret = form.get("client_secret")
     basic = ctx.header("authorization") or ""
@@ -190,8 +196,15 @@ def build_identity_app(hub: Hub) -> SystemApp:
     app = SystemApp(hub, "identity", _ERR)
     app.add("GET", MSI_PATH, "identity.msi.token", msi_token)
     app.add("GET", "/common/discovery/instance", "identity.discovery.instance", instance_discovery)
-    app.add("GET", "/{tenant}/v2.0/.well-known/openid-configuration", "identity.openid.config", openid_configuration)
-    app.add("GET", "/{tenant}/.well-known/openid-configuration", "identity.openid.config", openid_configuration)
+    app.add(
+        "GET",
+        "/{tenant}/v2.0/.well-known/openid-configuration",
+        "identity.openid.config",
+        openid_configuration,
+    )
+    app.add(
+        "GET", "/{tenant}/.well-known/openid-configuration", "identity.openid.config", openid_configuration
+    )
     app.add("GET", "/{tenant}/discovery/v2.0/keys", "identity.openid.keys", jwks)
     app.add("POST", "/{tenant}/oauth2/v2.0/token", "identity.oauth2.token", client_credentials_token)
     return app

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from sandbox.hub import check_bearer
 from sandbox.http import Ctx, SystemApp, json_response
+from sandbox.hub import check_bearer
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
@@ -183,7 +183,8 @@ class VaultApp(SystemApp):
         assert vault is not None
         secret = vault.secrets.get(ctx.params["name"].lower())
         if secret is None:
-            return _ERR.error(404, "SecretNotFound", f"A secret with (name/id) {ctx.params['name']} was not found.")
+            return _ERR.error(
+                404, "SecretNotFound", f"A secret with (name/id) {ctx.params['name']} was not found."
+            )
         items = [self._bundle(secret, v, with_value=False) for v in secret.versions]
         return json_response({"value": items, "nextLink": None})
-

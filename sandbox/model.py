@@ -394,11 +394,11 @@ def _load_tenant(seed: Mapping[str, Any]) -> Tenant:
         where = f"users[{i}]"
         upn = str(_require(entry, "userPrincipalName", where))
         user_type = str(entry.get("userType", "Guest" if "#EXT#" in upn else "Member"))
-        mail = entry["mail"] if "mail" in entry else upn
+        mail = entry.get("mail", upn)
         user = DirUser(
             id=str(entry.get("id") or stable_id("user", upn)),
             user_principal_name=upn,
-            display_name=str(entry.get("displayName") or upn.split("@")[0]),
+            display_name=str(entry.get("displayName") or upn.split("@", maxsplit=1)[0]),
             mail=None if mail is None else str(mail),
             account_enabled=bool(entry.get("accountEnabled", True)),
             user_type=user_type,
@@ -450,7 +450,9 @@ def _load_tenant(seed: Mapping[str, Any]) -> Tenant:
             group_types=list(entry.get("groupTypes") or []),
         )
         if group.id in tenant.groups:
-            raise SeedError(f"groups[{i}]: duplicate group id {group.id} (set duplicate: true for same names)")
+            raise SeedError(
+                f"groups[{i}]: duplicate group id {group.id} (set duplicate: true for same names)"
+            )
         tenant.groups[group.id] = group
 
     users_by_upn = {u.user_principal_name.lower(): u.id for u in tenant.users.values()}
@@ -549,9 +551,8 @@ def _load_directory(entry: Mapping[str, Any], *, kind: str, name: str, ident: st
     directory = ScimDirectory(name=name, kind=kind, ident=ident, limits=limits)
     directory._rng.seed(f"{kind}:{name}")
     where = f"{kind} {name}"
-    for i, raw in enumerate(_as_list(entry.get("users"), f"{where}.users")):
-        if isinstance(raw, str):
-            raw = {"userName": raw}
+    for i, item in enumerate(_as_list(entry.get("users"), f"{where}.users")):
+        raw: dict[str, Any] = {"userName": item} if isinstance(item, str) else dict(item)
         directory.add_user(
             str(_require(raw, "userName", f"{where}.users[{i}]")),
             display_name=raw.get("displayName"),
@@ -622,8 +623,7 @@ def read_seed_file(path: str | Path) -> dict[str, Any]:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader is used
+        data = yaml.load(handle, Loader=loader)
     if not isinstance(data, dict):
         raise SeedError(f"{path}: the seed must be a YAML mapping")
     return data
-

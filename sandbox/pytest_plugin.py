@@ -71,8 +71,10 @@ class Sandbox:
 
     def pat(self, workspace: str = "ws-alpha", *, admin: bool = True) -> str:
         """A PAT from the seed for a workspace (``"account"`` for the account API)."""
-        section = self.seed["account"] if workspace == "account" else next(
-            w for w in self.seed["workspaces"] if w["name"] == workspace
+        section = (
+            self.seed["account"]
+            if workspace == "account"
+            else next(w for w in self.seed["workspaces"] if w["name"] == workspace)
         )
         return str(next(t["token"] for t in section["tokens"] if bool(t.get("admin")) == admin))
 

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-USER_SCHEMAS = ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:workspace:2.0:User"]
+USER_SCHEMAS = [
+    "urn:ietf:params:scim:schemas:core:2.0:User",
+    "urn:ietf:params:scim:schemas:extension:workspace:2.0:User",
+]
 GROUP_SCHEMAS = ["urn:ietf:params:scim:schemas:core:2.0:Group"]
 WORKSPACE_PREFIX = "/api/2.0/preview/scim/v2"
 ACCOUNT_PREFIX = "/api/2.0/accounts/{account_id}/scim/v2"
@@ -205,7 +208,7 @@ class ScimFilter:
         nodes = node if isinstance(node, list) else [node]
         if not rest:
             return nodes
-        out = []
+        out: list[Any] = []
         for n in nodes:
             if isinstance(n, dict):
                 out.extend(v for k, v in n.items() if k.lower() == rest.lower() and v is not None)
@@ -341,7 +344,11 @@ class ScimApp(SystemApp):
             raise _Refusal(_ERR.error(404, "RESOURCE_DOES_NOT_EXIST", "Account not found."))
         if not ctx.token:
             raise _Refusal(
-                _ERR.error(401, "UNAUTHENTICATED", "Credential was not sent or was of an unsupported type for this API.")
+                _ERR.error(
+                    401,
+                    "UNAUTHENTICATED",
+                    "Credential was not sent or was of an unsupported type for this API.",
+                )
             )
         owner = directory.tokens.get(fingerprint(ctx.token))
         if owner is None:
@@ -352,7 +359,12 @@ class ScimApp(SystemApp):
         return directory, owner
 
     async def _handle(
-        self, ctx: Ctx, fn: Callable[[ScimDirectory, PatToken], Any], *, admin: bool = False, read: bool = False
+        self,
+        ctx: Ctx,
+        fn: Callable[[ScimDirectory, PatToken], Any],
+        *,
+        admin: bool = False,
+        read: bool = False,
     ) -> Response:
         try:
             directory = self.directory()
@@ -361,7 +373,7 @@ class ScimApp(SystemApp):
             result = fn(directory, owner)
             if hasattr(result, "__await__"):
                 result = await result
-            return result  # type: ignore[no-any-return]
+            return result
         except _Refusal as refusal:
             return refusal.response
         except ScimError as err:
@@ -404,7 +416,9 @@ class ScimApp(SystemApp):
         for uid in group.member_ids:
             user = directory.users.get(uid)
             if user is not None:
-                members.append({"display": user.display_name or user.user_name, "value": uid, "$ref": f"Users/{uid}"})
+                members.append(
+                    {"display": user.display_name or user.user_name, "value": uid, "$ref": f"Users/{uid}"}
+                )
         view: dict[str, Any] = {
             "displayName": group.display_name,
             "members": members,

@@ -39,8 +39,17 @@ def _outcomes(sandbox, n=40):
 
 
 def test_faults_are_repeatable_from_a_seed(sandbox_clean):
-    rules = [{"system": "workspace:*", "endpoint": "scim.users.*", "rate_429": 0.2, "rate_500": 0.1,
-              "rate_503": 0.1, "rate_drop": 0.1, "retry_after": 3}]
+    rules = [
+        {
+            "system": "workspace:*",
+            "endpoint": "scim.users.*",
+            "rate_429": 0.2,
+            "rate_500": 0.1,
+            "rate_503": 0.1,
+            "rate_drop": 0.1,
+            "retry_after": 3,
+        }
+    ]
     sandbox_clean.control.set_faults(rules, seed=42)
     first = _outcomes(sandbox_clean)
     sandbox_clean.control.set_faults(rules, seed=42)
@@ -118,15 +127,25 @@ def test_cli_starts_fast_prints_endpoints_and_exits_on_sigterm(tmp_path):
         assert elapsed < 5
         assert load_endpoints(tmp_path / "endpoints.json") == endpoints
         assert Path(endpoints["ca_file"]).exists() and Path(endpoints["ca_bundle"]).exists()
-        origins = [endpoints["identity"]["origin"], endpoints["graph"]["origin"], endpoints["control"],
-                   endpoints["account"]["host"], *(v["url"] for v in endpoints["vaults"].values()),
-                   *(w["host"] for w in endpoints["workspaces"].values())]
+        origins = [
+            endpoints["identity"]["origin"],
+            endpoints["graph"]["origin"],
+            endpoints["control"],
+            endpoints["account"]["host"],
+            *(v["url"] for v in endpoints["vaults"].values()),
+            *(w["host"] for w in endpoints["workspaces"].values()),
+        ]
         assert len(set(origins)) == len(origins)
         assert all(o.startswith("https://127.0.0.1:") for o in origins)
         with httpx.Client(verify=endpoints["ca_file"]) as http:
             assert http.get(endpoints["control"] + "/control/health").json() == {"ok": True}
-            assert http.get(endpoints["identity"]["origin"].replace("127.0.0.1", "localhost")
-                            + "/common/discovery/instance").status_code == 200
+            assert (
+                http.get(
+                    endpoints["identity"]["origin"].replace("127.0.0.1", "localhost")
+                    + "/common/discovery/instance"
+                ).status_code
+                == 200
+            )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -147,7 +166,9 @@ def test_generator_builds_100k_users_in_seconds(tmp_path):
     from sandbox.model import load_world
 
     started = time.perf_counter()
-    world = load_world({"tenant": {"domain": "big.onmicrosoft.com"}, "generate": {"users": 100_000, "groups": 20}})
+    world = load_world(
+        {"tenant": {"domain": "big.onmicrosoft.com"}, "generate": {"users": 100_000, "groups": 20}}
+    )
     elapsed = time.perf_counter() - started
     assert len(world.tenant.users) == 100_000
     top = next(g for g in world.tenant.groups.values() if g.display_name == "gen-all")

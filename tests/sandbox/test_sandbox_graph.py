@@ -44,8 +44,8 @@ def _secret_credential(sandbox):
 
 
 async def _find_group(client, name: str):
-    from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
     from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
 
     escaped = name.replace("'", "''")
     query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
@@ -86,6 +86,7 @@ async def _transitive_users(client, group_id: str, top: int):
 
 def test_graph_service_client_finds_groups_and_pages_transitive_users(sandbox_env):
     sandbox_clean = sandbox_env
+
     async def run():
         credential = _secret_credential(sandbox_clean)
         try:
@@ -110,7 +111,11 @@ def test_graph_service_client_finds_groups_and_pages_transitive_users(sandbox_en
     assert guest.user_type == "Guest" and guest.mail == "jane@fabrikam.com"
     assert by_upn["kim_partner.example#EXT#@contoso.onmicrosoft.com"].account_enabled is False
     assert by_upn["grace@contoso.onmicrosoft.com"].mail is None
-    pages = [e for e in sandbox_clean.control.log(system="graph") if e["endpoint"] == "graph.groups.transitiveMembers"]
+    pages = [
+        e
+        for e in sandbox_clean.control.log(system="graph")
+        if e["endpoint"] == "graph.groups.transitiveMembers"
+    ]
     assert len(pages) >= 6 and all(e["status"] == 200 for e in pages)
 
 
@@ -121,9 +126,7 @@ def test_managed_identity_token_works_for_graph(sandbox_env):
         credential = ManagedIdentityCredential()
         try:
             client = _graph_client(sandbox_env, credential)
-            return await client.groups.by_group_id(
-                sandbox_env.control.tenant()["groups"][0]["id"]
-            ).get()
+            return await client.groups.by_group_id(sandbox_env.control.tenant()["groups"][0]["id"]).get()
         finally:
             await credential.close()
 
@@ -202,7 +205,9 @@ def test_graph_refusals(graph, sandbox_clean):
     assert http.get(f"{base}/groups/{large}/transitiveMembers", params={"$top": "999"}).status_code == 200
     no_header = http.get(f"{base}/groups", params={"$count": "true"})
     assert no_header.status_code == 400
-    with_header = http.get(f"{base}/groups", params={"$count": "true"}, headers={"ConsistencyLevel": "eventual"})
+    with_header = http.get(
+        f"{base}/groups", params={"$count": "true"}, headers={"ConsistencyLevel": "eventual"}
+    )
     assert with_header.status_code == 200 and "@odata.count" in with_header.json()
     bad_filter = http.get(f"{base}/groups", params={"$filter": "displayName eq 'unterminated"})
     assert bad_filter.status_code == 400
@@ -229,5 +234,7 @@ def test_graph_refusals(graph, sandbox_clean):
 
 def test_filter_unescapes_doubled_quotes(graph):
     http, base, _ = graph
-    body = http.get(f"{base}/groups", params={"$filter": "displayName eq 'Analysts & Friends''s Club'"}).json()
+    body = http.get(
+        f"{base}/groups", params={"$filter": "displayName eq 'Analysts & Friends''s Club'"}
+    ).json()
     assert [g["displayName"] for g in body["value"]] == ["Analysts & Friends's Club"]

@@ -24,7 +24,8 @@ def test_secret_client_with_managed_identity_reads_latest_version(sandbox_env):
     assert secret.properties.content_type == "text/plain"
     assert secret.id.startswith(sandbox_env.vault_url() + "/secrets/ws-alpha-pat/")
     # The id is the full versioned URL; the older version is kept and addressable.
-    old = client.get_secret("ws-alpha-pat", version=[v for v in client.list_properties_of_secret_versions("ws-alpha-pat")][0].version)
+    oldest = next(iter(client.list_properties_of_secret_versions("ws-alpha-pat")))
+    old = client.get_secret("ws-alpha-pat", version=oldest.version)
     assert old.value == "dapi-alpha-admin-old"
     versions = list(client.list_properties_of_secret_versions("ws-alpha-pat"))
     assert len(versions) == 2
@@ -89,12 +90,15 @@ def test_raw_refusals(sandbox_clean):
         wrong = http.get(url, headers={"Authorization": f"Bearer {graph_token}"})
         assert wrong.status_code == 401
         assert wrong.json()["error"]["code"] == "Unauthorized"
-        vault_token = _msi_token(http, sandbox_clean, sandbox_clean.endpoints["vaults"]["kv-demo"]["resource"])
+        vault_token = _msi_token(
+            http, sandbox_clean, sandbox_clean.endpoints["vaults"]["kv-demo"]["resource"]
+        )
         ok = http.get(url, headers={"Authorization": f"Bearer {vault_token}"})
         assert ok.status_code == 200
         assert ok.json()["id"].startswith(sandbox_clean.vault_url())
         missing = http.get(
-            sandbox_clean.secret_url("nope") + "?api-version=7.5", headers={"Authorization": f"Bearer {vault_token}"}
+            sandbox_clean.secret_url("nope") + "?api-version=7.5",
+            headers={"Authorization": f"Bearer {vault_token}"},
         )
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "SecretNotFound"
         disabled = http.get(

@@ -15,7 +15,9 @@ def _workspace(sandbox, token=None, workspace="ws-alpha"):
 def _account(sandbox, token=None):
     from databricks.sdk import AccountClient
 
-    return AccountClient(host=sandbox.account_host, account_id=sandbox.account_id, token=token or sandbox.pat("account"))
+    return AccountClient(
+        host=sandbox.account_host, account_id=sandbox.account_id, token=token or sandbox.pat("account")
+    )
 
 
 def test_workspace_client_lists_and_creates_users(sandbox_env):
@@ -106,13 +108,15 @@ def test_filters_and_projection(scim):
 
 def test_scim_refusals(scim):
     http, base, sandbox = scim
-    bad = http.get(f"{base}/Users", params={"filter": 'userName eq unquoted'})
+    bad = http.get(f"{base}/Users", params={"filter": "userName eq unquoted"})
     assert bad.status_code == 400
     body = bad.json()
     assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"] and body["status"] == "400"
     assert http.get(f"{base}/Users", params={"filter": 'userName zz "a"'}).status_code == 400
-    dup = http.post(f"{base}/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                                           "userName": "BOB.BAKER@contoso.com"})
+    dup = http.post(
+        f"{base}/Users",
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "BOB.BAKER@contoso.com"},
+    )
     assert dup.status_code == 409
     assert dup.json()["status"] == "409" and "detail" in dup.json()
     with httpx.Client(verify=sandbox.ca_file) as anon:
@@ -131,7 +135,7 @@ def test_scim_refusals(scim):
 
 
 def test_groups_and_patch_members(scim):
-    http, base, sandbox = scim
+    http, base, _ = scim
     created = http.post(f"{base}/Groups", json={"displayName": "analysts"})
     assert created.status_code == 201
     gid = created.json()["id"]
