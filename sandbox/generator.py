@@ -95,10 +95,11 @@ def expand(seed: Mapping[str, Any]) -> dict[str, Any]:
                 existing = {
                     str(u if isinstance(u, str) else u.get("userName")).lower() for u in ws.get("users") or []
                 }
+                # Workspace userNames are the Entra mail (UPN when mail is absent from the seed entry).
                 extra = [
-                    (u.get("mail") or u["userPrincipalName"]).lower()
+                    str(u.get("mail", u["userPrincipalName"])).lower()
                     for u in users
-                    if rng.random() < share and u.get("mail") is not None
+                    if rng.random() < share and u.get("mail", "") is not None
                 ]
                 ws["users"] = list(ws.get("users") or []) + [e for e in extra if e not in existing]
             workspaces.append(ws)

@@ -380,15 +380,22 @@ def _project(kind: str, full: dict[str, Any], select: list[str] | None, typed: b
 
 def _page(
     ctx: Ctx,
-    items: list[tuple[str, dict[str, Any]]],
+    ids: list[str],
     query: _Query,
     context: str,
     typed: bool,
 ) -> Response:
+    """One page over directory object ids; views are built only for the page unless a filter needs all."""
+    tenant = ctx.hub.world.tenant
     if query.predicate is not None:
-        items = [(k, o) for k, o in items if query.predicate(o)]
-    total = len(items)
-    chunk = items[query.offset : query.offset + query.top]
+        predicate = query.predicate
+        views = [_object_view(tenant, i) for i in ids]
+        items = [(k, o) for k, o in views if predicate(o)]
+        total = len(items)
+        chunk = items[query.offset : query.offset + query.top]
+    else:
+        total = len(ids)
+        chunk = [_object_view(tenant, i) for i in ids[query.offset : query.offset + query.top]]
     body: dict[str, Any] = {"@odata.context": f"{ctx.app.origin}/v1.0/$metadata#{context}"}
     if query.count:
         body["@odata.count"] = total
@@ -464,8 +471,7 @@ class GraphApp(SystemApp):
     async def list_groups(self, ctx: Ctx) -> Response:
         def run() -> Response:
             query = _parse_query(ctx, GROUP_PROPS, "microsoft.graph.group")
-            items = [("group", g.to_graph()) for g in self.hub.world.tenant.groups.values()]
-            return _page(ctx, items, query, "groups", typed=False)
+            return _page(ctx, list(self.hub.world.tenant.groups), query, "groups", typed=False)
 
         return await self._run(ctx, run)
 
@@ -482,8 +488,7 @@ class GraphApp(SystemApp):
     async def list_users(self, ctx: Ctx) -> Response:
         def run() -> Response:
             query = _parse_query(ctx, USER_PROPS, "microsoft.graph.user")
-            items = [("user", u.to_graph()) for u in self.hub.world.tenant.users.values()]
-            return _page(ctx, items, query, "users", typed=False)
+            return _page(ctx, list(self.hub.world.tenant.users), query, "users", typed=False)
 
         return await self._run(ctx, run)
 
@@ -539,9 +544,8 @@ class GraphApp(SystemApp):
                 PROPS_BY_KIND[kind] if kind else tuple(sorted({p for v in PROPS_BY_KIND.values() for p in v}))
             )
             query = _parse_query(ctx, props, f"microsoft.graph.{kind or 'directoryObject'}")
-            items = [_object_view(tenant, i) for i in ids]
             context = f"{kind}s" if kind else "directoryObjects"
-            return _page(ctx, items, query, context, typed=kind is None)
+            return _page(ctx, ids, query, context, typed=kind is None)
 
         return await self._run(ctx, run)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from sandbox.model import Limits
 
 Handler = Callable[["Ctx"], Awaitable[Response]]
+_log = logging.getLogger("sandbox")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -217,7 +219,13 @@ class SystemApp:
                         headers={"Retry-After": str(wait)},
                     )
                 else:
-                    response = await route.handler(Ctx(self, request, params, token))
+                    try:
+                        response = await route.handler(Ctx(self, request, params, token))
+                    except Exception:
+                        # A sandbox bug must look like a server error of *this* system, not crash the app.
+                        _log.exception("unhandled error in %s %s", self.system, endpoint)
+                        fault = "sandbox_error"
+                        response = self.style.error(500, "InternalServerError", "Unexpected sandbox error.")
             status = await self._send(response, scope, receive, send)
         finally:
             if admitted:

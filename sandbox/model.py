@@ -316,6 +316,7 @@ class ScimDirectory:
     groups: dict[str, ScimGroup] = field(default_factory=dict)
     tokens: dict[str, PatToken] = field(default_factory=dict)  # sha256(token) -> owner
     version: int = 0  # bumped on every change, so cached orderings know when to rebuild
+    pending_until: float = 0.0  # latest visible_at of a user still hidden from lists
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def new_id(self) -> str:
@@ -484,9 +485,11 @@ def _load_tenant(seed: Mapping[str, Any]) -> Tenant:
         raise SeedError(f"{where}: unknown member {ref!r}")
 
     for i, (entry, group) in enumerate(zip(raw_groups, tenant.groups.values(), strict=True)):
+        seen: set[str] = set()
         for ref in _as_list(entry.get("members"), f"groups[{i}].members"):
             member = resolve(str(ref), f"groups[{i}] ({group.display_name})")
-            if member not in group.member_ids:
+            if member not in seen:
+                seen.add(member)
                 group.member_ids.append(member)
 
     for i, entry in enumerate(_as_list(seed.get("identities"), "identities")):

@@ -482,14 +482,16 @@ class ScimApp(SystemApp):
             exact = flt.exact_user_name() if flt else None
             if exact is not None:
                 uid = directory.by_user_name.get(exact)
-                users = [directory.users[uid]] if uid else []
+                ids = [uid] if uid else []
             else:
-                users = [directory.users[i] for i in self._sorted_user_ids(directory)]
-            users = [u for u in users if u.visible_at <= now]
+                ids = self._sorted_user_ids(directory)
+            if now < directory.pending_until:  # some recent creates are not visible to lists yet
+                ids = [i for i in ids if directory.users[i].visible_at <= now]
+            if flt is None and not ctx.query("sortBy"):
+                return self._paged_ids(ctx, directory, ids)
+            views = [self._user_view(directory, directory.users[i]) for i in ids]
             if flt is not None and exact is None:
-                views = [v for v in (self._user_view(directory, u) for u in users) if flt.matches(v)]
-            else:
-                views = self._lazy_views(ctx, directory, users)
+                views = [v for v in views if flt.matches(v)]
             sort_by = ctx.query("sortBy")
             if sort_by:
                 key = sort_by.split(".")[0]
@@ -501,16 +503,21 @@ class ScimApp(SystemApp):
 
         return await self._handle(ctx, run, read=True)
 
-    def _lazy_views(self, ctx: Ctx, directory: ScimDirectory, users: list[ScimUser]) -> list[dict[str, Any]]:
-        """Build views only for the requested page: large lists stay cheap to page through."""
-        if ctx.query("sortBy"):
-            return [self._user_view(directory, u) for u in users]
+    def _paged_ids(self, ctx: Ctx, directory: ScimDirectory, ids: list[str]) -> Response:
+        """Unfiltered, unsorted lists: build views only for the page, so 100k users page cheaply."""
         start = max(1, _int_param(ctx, "startIndex", 1))
         count = max(0, min(_int_param(ctx, "count", directory.limits.page_cap), directory.limits.page_cap))
-        views: list[Any] = [None] * len(users)
-        for i in range(start - 1, min(len(users), start - 1 + count)):
-            views[i] = self._user_view(directory, users[i])
-        return views
+        chunk = [self._user_view(directory, directory.users[i]) for i in ids[start - 1 : start - 1 + count]]
+        attributes, excluded = ctx.query("attributes"), ctx.query("excludedAttributes")
+        body: dict[str, Any] = {
+            "totalResults": len(ids),
+            "startIndex": start,
+            "itemsPerPage": len(chunk),
+            "schemas": [LIST_SCHEMA],
+        }
+        if chunk:
+            body["Resources"] = [_project(r, attributes, excluded) for r in chunk]
+        return json_response(body)
 
     async def get_user(self, ctx: Ctx) -> Response:
         def run(directory: ScimDirectory, _owner: PatToken) -> Response:
@@ -542,11 +549,13 @@ class ScimApp(SystemApp):
                     detail = f"User already exists in the account with userName {user_name.lower()}."
                 else:
                     detail = f"User with username {user_name.lower()} already exists."
-                raise ScimError(409, detail, "uniqueness")
+                raise ScimError(409, detail)
             emails = body.get("emails")
             if not isinstance(emails, list) or not emails:
                 emails = [{"value": user_name.lower(), "type": "work", "primary": True}]
             delay = directory.limits.visibility_delay_ms / 1000.0
+            visible_at = time.time() + delay if delay else 0.0
+            directory.pending_until = max(directory.pending_until, visible_at)
             user = directory.add_user(
                 user_name,
                 display_name=body.get("displayName") or user_name.lower(),
@@ -555,7 +564,7 @@ class ScimApp(SystemApp):
                 entitlements=[e for e in body.get("entitlements") or [] if isinstance(e, dict)],
                 name=body.get("name") if isinstance(body.get("name"), dict) else None,
                 active=bool(body.get("active", True)),
-                visible_at=time.time() + delay if delay else 0.0,
+                visible_at=visible_at,
             )
             for ref in body.get("groups") or []:
                 group = directory.groups.get(str(ref.get("value"))) if isinstance(ref, dict) else None

@@ -122,3 +122,20 @@ def _msi_token(http: httpx.Client, sandbox, resource: str) -> str:
     )
     response.raise_for_status()
     return str(response.json()["access_token"])
+
+
+def test_default_azure_credential_reaches_the_vault_through_managed_identity(sandbox_env):
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    assert _client(sandbox_env, credential).get_secret("ws-beta-pat").value == "dapi-beta-admin-0001"
+
+
+def test_api_version_is_required(sandbox_clean):
+    with httpx.Client(verify=sandbox_clean.ca_file) as http:
+        token = _msi_token(http, sandbox_clean, sandbox_clean.endpoints["vaults"]["kv-demo"]["resource"])
+        response = http.get(
+            sandbox_clean.secret_url("ws-beta-pat"), headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "BadParameter"

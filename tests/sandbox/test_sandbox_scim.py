@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -169,3 +171,14 @@ def test_rate_limit_and_concurrency_limit(scim):
     assert 429 in statuses and statuses[0] == 201
     limited = [e for e in sandbox.control.log(endpoint="scim.users.create") if e["status"] == 429]
     assert limited and limited[0]["fault"] == "rate_limit"
+
+
+def test_created_users_can_be_invisible_to_lists_for_a_while(scim):
+    http, base, sandbox = scim
+    sandbox.control.set_workspace_limits("ws-alpha", visibility_delay_ms=400)
+    assert http.post(f"{base}/Users", json={"userName": "late@contoso.com"}).status_code == 201
+    query = {"filter": 'userName eq "late@contoso.com"'}
+    assert http.get(f"{base}/Users", params=query).json()["totalResults"] == 0
+    assert http.post(f"{base}/Users", json={"userName": "LATE@contoso.com"}).status_code == 409
+    time.sleep(0.5)
+    assert http.get(f"{base}/Users", params=query).json()["totalResults"] == 1
