@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(seed, Path(args.state_dir), port_base=args.port_base, fault_rules=rules, fault_seed=fault_seed)
-    except (SeedError, ValueError) as exc:
+    except (SeedError, ValueError, OSError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -128,10 +128,17 @@ class ControlClient:
         return dict(self._call("GET", f"/state/vaults/{name}"))
 
     def reset(
-        self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False
+        self,
+        seed: dict[str, Any] | None = None,
+        *,
+        keep_faults: bool = False,
+        keep_log: bool = False,
+        drop_tokens: bool = False,
     ) -> None:
-        """Reload the start seed (or ``seed``); drop issued Entra tokens, runtime faults and the log."""
-        self._call("POST", "/reset", {"seed": seed, "keep_faults": keep_faults, "keep_log": keep_log})
+        """Reload the start seed (or ``seed``), restore the start-up faults, clear the log and the rate-limit
+        buckets. Issued Entra tokens stay valid unless ``drop_tokens``."""
+        body = {"seed": seed, "keep_faults": keep_faults, "keep_log": keep_log, "drop_tokens": drop_tokens}
+        self._call("POST", "/reset", body)
 
     # ---------------------------------------------------------------- faults
     def faults(self) -> dict[str, Any]:

@@ -194,6 +194,7 @@ class ControlApp(SystemApp):
                 body.get("seed"),
                 keep_faults=bool(body.get("keep_faults", False)),
                 keep_log=bool(body.get("keep_log", False)),
+                drop_tokens=bool(body.get("drop_tokens", False)),
             )
         except (SeedError, TypeError, ValueError) as exc:
             return _ERR.error(400, "BadSeed", str(exc))

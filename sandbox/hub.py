@@ -105,14 +105,24 @@ class Hub:
 
     # ---------------------------------------------------------------- lifecycle
     def reset(
-        self, seed: dict[str, Any] | None = None, *, keep_faults: bool = False, keep_log: bool = False
+        self,
+        seed: dict[str, Any] | None = None,
+        *,
+        keep_faults: bool = False,
+        keep_log: bool = False,
+        drop_tokens: bool = False,
     ) -> None:
-        """Reload the world from the original seed (or a new one); clear tokens, faults and the log."""
+        """Reload the world from the original seed (or a new one); restore start-up faults; clear the log.
+
+        Issued Entra tokens stay valid unless ``drop_tokens``: long-lived client processes cache them, as
+        they would against the real service.
+        """
         world = load_world(seed if seed is not None else self.seed)
         if seed is not None:
             self.seed = seed
         self.world = world
-        self.tokens.clear()
+        if drop_tokens:
+            self.tokens.clear()
         for app in self.apps:
             app.reset_limits()
         if not keep_faults:

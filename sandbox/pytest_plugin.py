@@ -4,8 +4,8 @@ Register with ``pytest_plugins = ["sandbox.pytest_plugin"]`` (done in ``tests/co
 
 Fixtures
 - ``sandbox`` (session): a :class:`Sandbox` running the demo seed (or ``$SANDBOX_SEED``).
-- ``sandbox_clean`` (function): the same object after ``reset()``: seed state, no runtime faults, empty
-  log, no issued Entra tokens.
+- ``sandbox_clean`` (function): the same object after ``reset()``: seed state, start-up faults only,
+  empty log and token map (issued Entra tokens stay valid; ``control.expire_tokens()`` ends them).
 - ``sandbox_env`` (function): ``sandbox_clean`` plus the client environment (``env_for``) applied with
   ``monkeypatch``, for code that reads ``IDENTITY_ENDPOINT``, ``REQUESTS_CA_BUNDLE`` and friends.
 """
