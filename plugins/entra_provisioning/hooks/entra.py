@@ -71,11 +71,12 @@ class EntraGroupsHook(BaseHook):
         self.page_size = page_size
         self.pages_read = 0
 
-    async def _client(self) -> tuple[GraphServiceClient, str]:
-        from airflow.providers.microsoft.azure.hooks.msgraph import KiotaRequestAdapterHook
+    async def _client(self, provider_hook: Any) -> tuple[GraphServiceClient, str]:
         from msgraph import GraphServiceClient
 
-        adapter = await KiotaRequestAdapterHook(conn_id=self.msgraph_conn_id).get_async_conn()
+        adapter = await provider_hook.get_async_conn()
+        # The provider keeps a trailing slash on the base URL; the SDK's templates add their own.
+        adapter.base_url = adapter.base_url.rstrip("/")
         # The provider's adapter already carries the connection's host, API version, proxies and
         # credential; the typed client only adds request builders on top of it.
         client = GraphServiceClient(request_adapter=adapter)  # type: ignore[arg-type]
@@ -93,12 +94,19 @@ class EntraGroupsHook(BaseHook):
         return asyncio.run(self._members_by_group(groups))
 
     async def _members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        client, graph_host = await self._client()
-        result: dict[str, list[dict[str, Any]]] = {}
-        for group in groups:
-            group_id = await self._group_id(client, group)
-            result[group] = await self._transitive_members(client, graph_host, group, group_id)
-        return result
+        from airflow.providers.microsoft.azure.hooks.msgraph import KiotaRequestAdapterHook
+
+        provider_hook = KiotaRequestAdapterHook(conn_id=self.msgraph_conn_id)
+        try:
+            client, graph_host = await self._client(provider_hook)
+            result: dict[str, list[dict[str, Any]]] = {}
+            for group in groups:
+                group_id = await self._group_id(client, group)
+                result[group] = await self._transitive_members(client, graph_host, group, group_id)
+            return result
+        finally:
+            # The adapter lives in this task's event loop, which ends with this call.
+            await provider_hook.close()
 
     async def _group_id(self, client: GraphServiceClient, group: str) -> str:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
