@@ -123,6 +123,10 @@ class ControlClient:
     def set_account_limits(self, **limits: Any) -> dict[str, Any]:
         return dict(self._call("PUT", "/state/account/limits", limits))
 
+    def set_graph_limits(self, **limits: Any) -> dict[str, Any]:
+        """Rate/concurrency limits for Graph, e.g. ``rates={"graph.groups.transitiveMembers": 20}``."""
+        return dict(self._call("PUT", "/state/graph/limits", limits))
+
     def vault(self, name: str) -> dict[str, Any]:
         """Secret names, versions and attributes (never values) and the access list."""
         return dict(self._call("GET", f"/state/vaults/{name}"))

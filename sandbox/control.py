@@ -57,6 +57,8 @@ class ControlApp(SystemApp):
         add("GET", "/control/state/account/groups", "control.account.groups", self.directory_groups)
         add("GET", "/control/state/account/limits", "control.account.limits", self.get_limits)
         add("PUT", "/control/state/account/limits", "control.account.limits.set", self.set_limits)
+        add("GET", "/control/state/graph/limits", "control.graph.limits", self.get_graph_limits)
+        add("PUT", "/control/state/graph/limits", "control.graph.limits.set", self.set_graph_limits)
         add("GET", "/control/state/vaults/{name}", "control.vault", self.vault)
         add("POST", "/control/reset", "control.reset", self.reset)
         add("GET", "/control/faults", "control.faults", self.get_faults)
@@ -168,6 +170,23 @@ class ControlApp(SystemApp):
         for app in self.hub.apps:
             app.reset_limits()
         return json_response(directory.limits.to_dict())
+
+    async def get_graph_limits(self, ctx: Ctx) -> Response:
+        limits = self.hub.world.graph_limits
+        return json_response(None if limits is None else limits.to_dict())
+
+    async def set_graph_limits(self, ctx: Ctx) -> Response:
+        """Merge the given keys into Graph's limits (``null`` body keys keep defaults)."""
+        body = await ctx.json() or {}
+        current = self.hub.world.graph_limits
+        merged = {**(current.to_dict() if current else {}), **body}
+        try:
+            self.hub.world.graph_limits = Limits.from_seed(merged, default_page_cap=999)
+        except (SeedError, TypeError, ValueError) as exc:
+            return _ERR.error(400, "BadRequest", str(exc))
+        for app in self.hub.apps:
+            app.reset_limits()
+        return json_response(self.hub.world.graph_limits.to_dict())
 
     async def vault(self, ctx: Ctx) -> Response:
         vault = self.hub.world.vaults.get(ctx.params["name"])

@@ -78,6 +78,8 @@ class GraphError(Exception):
 
 
 class GraphErrors:
+    throttle_code = "TooManyRequests"
+
     def error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
         request_id = str(uuid.uuid4())
         body = {
@@ -410,7 +412,7 @@ def _page(
 
 class GraphApp(SystemApp):
     def __init__(self, hub: Hub) -> None:
-        super().__init__(hub, "graph", _ERR)
+        super().__init__(hub, "graph", _ERR, limits=lambda: hub.world.graph_limits)
         self.add("GET", "/v1.0/groups", "graph.groups.list", self.list_groups)
         self.add("GET", "/v1.0/groups/{id}", "graph.groups.get", self.get_group)
         for rel in ("members", "transitiveMembers"):

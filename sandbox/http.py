@@ -214,7 +214,7 @@ class SystemApp:
                     fault = "rate_limit"
                     response = self.style.error(
                         429,
-                        "REQUEST_LIMIT_EXCEEDED",
+                        getattr(self.style, "throttle_code", "REQUEST_LIMIT_EXCEEDED"),
                         f"Rate limit exceeded for {endpoint}; retry after {wait} s.",
                         headers={"Retry-After": str(wait)},
                     )
@@ -257,7 +257,12 @@ class SystemApp:
         message = f"Error in performing the request: exceeded the concurrent limit of {limits.max_concurrent} requests"
         status = limits.concurrent_limit_status
         headers = {"Retry-After": str(limits.retry_after_seconds or 1)} if status != 500 else None
-        return self.style.error(status, "REQUEST_LIMIT_EXCEEDED", message, headers=headers)
+        code = (
+            getattr(self.style, "throttle_code", "REQUEST_LIMIT_EXCEEDED")
+            if status != 500
+            else "REQUEST_LIMIT_EXCEEDED"
+        )
+        return self.style.error(status, code, message, headers=headers)
 
     @staticmethod
     async def _send(response: Response, scope: dict[str, Any], receive: Any, send: Any) -> int:

@@ -20,12 +20,14 @@ from sandbox.hub import check_bearer
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
-    from sandbox.model import Secret, SecretVersion, Vault
+    from sandbox.model import Limits, Secret, SecretVersion, Vault
 
 _API_VERSION = re.compile(r"^(7\.\d+(-preview(\.\d+)?)?|\d{4}-\d{2}-\d{2}(-preview)?)$")
 
 
 class VaultErrors:
+    throttle_code = "Throttled"
+
     def error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
         return json_response({"error": {"code": code, "message": message}}, status, headers)
 
@@ -40,7 +42,7 @@ def vault_resource_for(port: int) -> str:
 
 class VaultApp(SystemApp):
     def __init__(self, hub: Hub, vault_name: str) -> None:
-        super().__init__(hub, f"vault:{vault_name}", _ERR)
+        super().__init__(hub, f"vault:{vault_name}", _ERR, limits=self._vault_limits)
         self.vault_name = vault_name
         self.add("GET", "/secrets", "vault.secrets.list", self.list_secrets)
         self.add("GET", "/secrets/{name}/versions", "vault.secrets.versions", self.list_versions)
@@ -48,6 +50,10 @@ class VaultApp(SystemApp):
         self.add("GET", "/secrets/{name}/{version}", "vault.secrets.get", self.get_secret)
 
     # ------------------------------------------------------------------ plumbing
+    def _vault_limits(self) -> Limits | None:
+        vault = self.hub.world.vaults.get(self.vault_name)
+        return vault.limits if vault else None
+
     @property
     def resource(self) -> str:
         return self.hub.vault_resources[self.vault_name]

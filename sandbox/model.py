@@ -217,6 +217,7 @@ class Vault:
     name: str
     access: set[str] = field(default_factory=set)  # object ids allowed to get secrets
     secrets: dict[str, Secret] = field(default_factory=dict)  # keyed by lower-cased name
+    limits: Limits | None = None
 
 
 # --------------------------------------------------------------------------------------------- SCIM
@@ -365,6 +366,7 @@ class World:
     account: ScimDirectory | None
     token_lifetime: int = 3600
     identity_header: str = "sandbox-identity-header"
+    graph_limits: Limits | None = None
 
 
 # ------------------------------------------------------------------------------------------- loader
@@ -518,6 +520,8 @@ def _load_vaults(seed: Mapping[str, Any], tenant: Tenant) -> dict[str, Vault]:
     for i, entry in enumerate(_as_list(seed.get("vaults"), "vaults")):
         where = f"vaults[{i}]"
         vault = Vault(name=str(_require(entry, "name", where)))
+        if entry.get("limits"):
+            vault.limits = Limits.from_seed(entry["limits"], default_page_cap=25)
         for ref in _as_list(entry.get("access"), f"{where}.access"):
             ident = tenant.identities.get(str(ref))
             vault.access.add(ident.object_id if ident else str(ref))
@@ -610,6 +614,10 @@ def load_world(seed: Mapping[str, Any]) -> World:
         account_id = str(raw_account.get("account_id") or stable_id("account", tenant.domain))
         account = _load_directory(raw_account, kind="account", name="account", ident=account_id)
     settings = dict(seed.get("settings") or {})
+    raw_graph = dict(seed.get("graph") or {})
+    graph_limits = (
+        Limits.from_seed(raw_graph["limits"], default_page_cap=999) if raw_graph.get("limits") else None
+    )
     return World(
         tenant=tenant,
         vaults=vaults,
@@ -617,6 +625,7 @@ def load_world(seed: Mapping[str, Any]) -> World:
         account=account,
         token_lifetime=int(settings.get("token_lifetime_seconds", 3600)),
         identity_header=str(settings.get("identity_header", "sandbox-identity-header")),
+        graph_limits=graph_limits,
     )
 
 

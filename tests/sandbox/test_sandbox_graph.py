@@ -238,3 +238,12 @@ def test_filter_unescapes_doubled_quotes(graph):
         f"{base}/groups", params={"$filter": "displayName eq 'Analysts & Friends''s Club'"}
     ).json()
     assert [g["displayName"] for g in body["value"]] == ["Analysts & Friends's Club"]
+
+
+def test_graph_rate_limit_answers_429_in_graph_shape(graph, sandbox_clean):
+    http, base, _ = graph
+    sandbox_clean.control.set_graph_limits(rates={"graph.groups.list": 1}, retry_after_seconds=2)
+    statuses = [http.get(f"{base}/groups") for _ in range(3)]
+    throttled = next(r for r in statuses if r.status_code == 429)
+    assert throttled.headers["retry-after"] == "2"
+    assert throttled.json()["error"]["code"] == "TooManyRequests"
