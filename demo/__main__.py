@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from demo.sandbox_airflow import (
     DEMO_WORKSPACES,

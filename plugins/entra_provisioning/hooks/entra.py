@@ -79,7 +79,7 @@ class EntraGroupsHook(BaseHook):
         adapter.base_url = adapter.base_url.rstrip("/")
         # The provider's adapter already carries the connection's host, API version, proxies and
         # credential; the typed client only adds request builders on top of it.
-        client = GraphServiceClient(request_adapter=adapter)  # type: ignore[arg-type]
+        client = GraphServiceClient(request_adapter=adapter)
         return client, urlsplit(adapter.base_url).netloc.lower()
 
     def members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -132,7 +132,7 @@ class EntraGroupsHook(BaseHook):
         except ODataError as exc:
             status, message = _odata_error(exc)
             if status == 404:
-                raise GroupNotFoundError(f"Entra group {group!r} not found") from None
+                raise GroupNotFoundError(f"no Entra group has the object id {group!r}") from None
             raise GraphError(f"looking up Entra group {group!r} failed (HTTP {status}): {message}") from None
         matches = [g for g in (page.value if page and page.value else []) if g.id]
         if not matches:

@@ -74,6 +74,8 @@ class KeyVaultSecretHook(BaseHook):
                 client_id=conn.login,
                 client_secret=conn.password,
                 authority=extra.get("authority") or DEFAULT_AUTHORITY,
+                # Sovereign or private authorities are not in Microsoft's instance-discovery list.
+                disable_instance_discovery=bool(extra.get("disable_instance_discovery", False)),
             )
         from airflow.providers.microsoft.azure.utils import get_sync_default_azure_credential
 
