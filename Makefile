@@ -42,5 +42,8 @@ test: $(STAMP) validate-config lint
 demo: $(STAMP)
 	$(PY) -m demo
 
+sandbox: $(STAMP)
+	$(PY) -m sandbox serve --seed sandbox/demo_seed.yaml --state-dir .sandbox
+
 clean:
 	rm -rf $(VENV) .airflow .sandbox .tmp .pytest_cache .mypy_cache .ruff_cache .hypothesis
