@@ -302,7 +302,7 @@ class DatabricksScimHook(BaseHook):
                 raise ScimAuthError(
                     f"the workspace token is invalid or expired (HTTP 401 from {self.origin})"
                 )
-            if response.status_code == 403 and method == "GET":
+            if response.status_code == 403:
                 raise ScimAuthError(
                     f"the token's user is not a workspace admin (HTTP 403 from {self.origin}): "
                     f"{_error_detail(response)}"
