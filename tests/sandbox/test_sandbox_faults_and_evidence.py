@@ -111,7 +111,8 @@ def test_token_hosts_evidence_records_hashes_only(sandbox_clean):
     assert pat not in raw_log and fingerprint(pat) in raw_log
 
 
-def test_cli_starts_fast_prints_endpoints_and_exits_on_sigterm(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_starts_fast_prints_endpoints_and_exits_on_signal(tmp_path, stop_signal):
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "serve", "--seed", str(DEMO_SEED), "--state-dir", str(tmp_path)],
@@ -146,8 +147,9 @@ def test_cli_starts_fast_prints_endpoints_and_exits_on_sigterm(tmp_path):
                 ).status_code
                 == 200
             )
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=10) == 0
+        assert not (tmp_path / "endpoints.json").exists()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -176,8 +178,7 @@ def test_generator_builds_100k_users_in_seconds(tmp_path):
     assert elapsed < 10
 
 
-@pytest.mark.parametrize("port_base", [None])
-def test_sandbox_process_runner(tmp_path, port_base):
+def test_sandbox_process_runner(tmp_path):
     with SandboxProcess(tmp_path) as proc:
         assert proc.control is not None
         assert proc.control.state()["workspaces"]["ws-alpha"]["users"] == 4
