@@ -1,0 +1,1 @@
+"""Benchmarks: our provisioning path beside the naive per-user script, on the local sandbox."""

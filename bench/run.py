@@ -1,0 +1,550 @@
+"""``make bench``: our provisioning path beside the naive per-user script, on the local sandbox.
+
+Prints one report (Markdown) with every figure beside its target and pass/fail, and writes the same
+report and the raw figures to ``bench/results/`` (``latest.md``, ``latest.json``).
+
+    python -m bench.run              # the full run (about 10 minutes on 2 cores)
+    python -m bench.run --quick      # the baseline sampled everywhere, fewer parse repeats
+    python -m bench.run --smoke      # tiny sizes, no targets: what `make test` runs
+
+Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
+127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: Injected on every request to every system: 15 ms + uniform 0-10 ms, i.e. 20 ms on average.
+LATENCY_MS = 15.0
+JITTER_MS = 10.0
+MEAN_LATENCY_S = (LATENCY_MS + JITTER_MS / 2) / 1000
+GRAPH_PAGE = 999
+SCIM_PAGE = 10_000
+SUBPROCESS_TIMEOUT = 900
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    members: int
+    missing: str  # "all", "none" or "every20th" (5 %)
+    concurrency: int
+    creates_per_second: float
+    baseline_sample: int | None  # None: the baseline runs in full; 0: no baseline
+    limits: dict[str, Any] = field(default_factory=dict)
+    latency: bool = True
+
+    def existing(self) -> list[int]:
+        if self.missing == "all":
+            return []
+        if self.missing == "none":
+            return list(range(self.members))
+        return [i for i in range(self.members) if i % 20 != 0]
+
+    @property
+    def missing_count(self) -> int:
+        return self.members - len(self.existing())
+
+
+def scenarios(mode: str) -> list[Scenario]:
+    if mode == "smoke":
+        return [
+            Scenario("a", "all missing", 60, "all", 8, 2000, None),
+            Scenario("b", "none missing", 60, "none", 8, 2000, None),
+            Scenario("c", "5% missing", 60, "every20th", 8, 2000, 20),
+            Scenario("e", "create limit binding", 20, "all", 4, 50, 0, {"rates": {"scim.users.create": 50}}),
+        ]
+    sample = 1000 if mode == "quick" else 2000
+    return [
+        # Rate limits not binding: the pace is far above what 16 workers at 20 ms can reach (800/s).
+        Scenario("a", "10,000 members, all missing", 10_000, "all", 16, 2000, sample if mode == "quick" else None),
+        Scenario("b", "10,000 members, none missing", 10_000, "none", 4, 5, sample),
+        Scenario("c", "10,000 members, 5% missing", 10_000, "every20th", 16, 2000, sample),
+        Scenario("d", "100,000 members, none missing", 100_000, "none", 4, 5, sample),
+        # The sandbox answers creates beyond 50/s with 429 + Retry-After; we pace ourselves at that rate.
+        Scenario(
+            "e", "1,000 members, all missing, 50 creates/s limit", 1000, "all", 4, 50, 0,
+            {"rates": {"scim.users.create": 50}},
+        ),
+        # No injected latency: how many creates per second the sandbox and our client manage on this box.
+        Scenario("s", "sandbox ceiling: 2,000 creates, no latency", 2000, "all", 16, 10_000, 0, latency=False),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "plugins"), str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def _run_json(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:2])} failed ({out.returncode}):\n{out.stderr[-4000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of the whole line (11 and 12 after the command name).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "load_avg_start": os.getloadavg(),
+    }
+
+
+def flat_counts(counts: dict[str, dict[str, dict[str, int]]]) -> dict[str, int]:
+    """``{"system endpoint status": n}`` from the sandbox's nested counts."""
+    out: dict[str, int] = {}
+    for system, endpoints in counts.items():
+        for endpoint, statuses in endpoints.items():
+            for status, n in statuses.items():
+                out[f"{system} {endpoint} {status}"] = n
+    return out
+
+
+def total(counts: dict[str, dict[str, dict[str, int]]], systems: Callable[[str], bool]) -> int:
+    return sum(
+        n for system, eps in counts.items() if systems(system) for statuses in eps.values() for n in statuses.values()
+    )
+
+
+def _endpoint_total(counts: dict[str, dict[str, dict[str, int]]], endpoint: str, status: str | None = None) -> int:
+    n = 0
+    for eps in counts.values():
+        for name, statuses in eps.items():
+            if name == endpoint:
+                n += sum(v for s, v in statuses.items() if status is None or s == status)
+    return n
+
+
+def _floor_system(system: str) -> bool:
+    return system == "graph" or system.startswith("workspace:")
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+
+
+def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -> dict[str, Any]:
+    from bench.world import GROUP, WORKSPACE, scenario_seed
+
+    control = sb.control
+    endpoints_file = str(Path(sb.endpoints["state_dir"]) / "endpoints.json")
+    faults = [{"system": "*", "latency_ms": LATENCY_MS, "jitter_ms": JITTER_MS}] if sc.latency else []
+    seed = scenario_seed(sc.members, sc.existing(), sc.limits)
+    existing_users = len(sc.existing()) + 1  # the admin who owns the token
+
+    def prepare() -> None:
+        control.reset(seed)
+        control.set_faults(faults, seed=11)
+
+    result: dict[str, Any] = {"scenario": sc.key, "title": sc.title, "members": sc.members}
+    result["missing"] = sc.missing_count
+    result["config"] = {"scim_concurrency": sc.concurrency, "scim_max_creates_per_second": sc.creates_per_second}
+    result["sandbox_limits"] = sc.limits
+
+    # ---- ours
+    prepare()
+    cpu_before = _proc_cpu_seconds(sb.proc.pid)
+    if in_process:
+        from bench import ours
+
+        ours_out = ours.run(sb.endpoints, sc.concurrency, sc.creates_per_second)
+    else:
+        ours_out = _run_json(
+            [
+                "-m", "bench.ours", "--endpoints", endpoints_file,
+                "--concurrency", str(sc.concurrency), "--creates-per-second", str(sc.creates_per_second),
+            ],
+            env,
+        )
+    sandbox_cpu = _proc_cpu_seconds(sb.proc.pid) - cpu_before
+    counts = control.counts()
+    summary = ours_out.pop("summary")
+    ours_requests = total(counts, lambda _s: True)
+    result["ours"] = {
+        **ours_out,
+        "sandbox_cpu_seconds": sandbox_cpu,
+        "requests": ours_requests,
+        "floor_requests": total(counts, _floor_system),
+        "counts": counts,
+        "added": summary.get("added"),
+        "already_present": summary.get("already_present"),
+        "existed_on_create": summary.get("existed_on_create"),
+        "failed": summary.get("failed"),
+        "posts": _endpoint_total(counts, "scim.users.create"),
+        "creates_429": _endpoint_total(counts, "scim.users.create", "429"),
+    }
+    stored = control.state()
+    result["ours"]["workspace_users_after"] = _workspace_user_count(stored, WORKSPACE)
+
+    # ---- floors
+    graph_pages = math.ceil(sc.members / GRAPH_PAGE)
+    lookups = 1
+    list_pages = max(1, math.ceil(existing_users / SCIM_PAGE))
+    floor = graph_pages + lookups + list_pages + sc.missing_count
+    result["floor"] = {
+        "graph_pages": graph_pages,
+        "group_lookups": lookups,
+        "scim_list_pages": list_pages,
+        "posts": sc.missing_count,
+        "requests": floor,
+    }
+    sequential = graph_pages + lookups + list_pages
+    create_rounds = math.ceil(sc.missing_count / sc.concurrency) if sc.missing_count else 0
+    latency_floor = (sequential + create_rounds) * MEAN_LATENCY_S if sc.latency else 0.0
+    pace_floor = sc.missing_count / sc.creates_per_second
+    result["floor"]["latency_seconds"] = max(latency_floor, pace_floor)
+    result["ours"]["requests_over_floor"] = result["ours"]["floor_requests"] / floor
+    if result["floor"]["latency_seconds"]:
+        result["ours"]["time_over_latency_floor"] = ours_out["seconds"] / result["floor"]["latency_seconds"]
+    limit = sc.limits.get("rates", {}).get("scim.users.create")
+    if limit:
+        result["limit_per_second"] = limit
+        result["ours"]["time_over_n_by_limit"] = ours_out["seconds"] / (sc.members / limit)
+
+    # ---- baseline
+    if sc.baseline_sample != 0:
+        prepare()
+        args = ["-m", "bench.naive", "--endpoints", endpoints_file, "--workspace", WORKSPACE, "--group", GROUP]
+        if sc.baseline_sample:
+            args += ["--sample", str(sc.baseline_sample)]
+        if in_process:
+            from bench import naive
+            from bench.world import TOKEN
+
+            base = naive.run(sb.endpoints, WORKSPACE, TOKEN, GROUP, sc.baseline_sample)
+        else:
+            base = _run_json(args, env)
+        bcounts = control.counts()
+        member_seconds = base.pop("member_seconds", [])
+        base["counts"] = bcounts
+        base["requests_measured"] = total(bcounts, lambda _s: True)
+        # A full run of the script makes one GET per member and one POST per missing member.
+        graph_requests = total(bcounts, lambda s: not s.startswith("workspace:"))
+        base["requests_full_run"] = graph_requests + sc.members + sc.missing_count
+        base["time"] = base["estimated_seconds"] if base["sampled"] else base["seconds"]
+        if member_seconds and sc.members >= 4000:
+            # How well would a 2,000-member stride sample have predicted this full run?
+            stride = max(1, len(member_seconds) // 2000)
+            picked = member_seconds[::stride]
+            base["sample_check"] = {
+                "sample": len(picked),
+                "estimated_seconds": base["graph_seconds"] + statistics.fmean(picked) * len(member_seconds),
+                "measured_seconds": base["seconds"],
+            }
+        result["baseline"] = base
+        result["ratio"] = base["time"] / ours_out["seconds"]
+    return result
+
+
+def _workspace_user_count(state: dict[str, Any], workspace: str) -> int | None:
+    workspaces = state.get("workspaces")
+    if isinstance(workspaces, dict):
+        entry = workspaces.get(workspace)
+        if isinstance(entry, dict):
+            value = entry.get("users")
+            return int(value) if isinstance(value, int) else None
+        if isinstance(entry, int):
+            return entry
+    return None
+
+
+# -------------------------------------------------------------------------------------------- targets
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, figure: str, ok: bool | None, note: str = "") -> None:
+        out.append({"target": name, "figure": figure, "pass": ok, "note": note})
+
+    if "a" in by and "ratio" in by["a"]:
+        a = by["a"]
+        sampled = a["baseline"]["sampled"]
+        add(
+            "(a) ours >= 25x faster than the baseline",
+            f"{a['ratio']:.1f}x" + (" (baseline extrapolated)" if sampled else ""),
+            a["ratio"] >= 25,
+        )
+    for key in "abcd":
+        if key in by:
+            r = by[key]["ours"]
+            add(
+                f"({key}) requests <= 1.02x floor",
+                f"{r['floor_requests']} / {by[key]['floor']['requests']} = {r['requests_over_floor']:.3f}x",
+                r["requests_over_floor"] <= 1.02,
+            )
+    if "a" in by:
+        r = by["a"]["ours"]
+        add(
+            "(a) time <= 1.2x the latency floor",
+            f"{by['a']['ours']['seconds']:.2f} s / {by['a']['floor']['latency_seconds']:.2f} s = "
+            f"{r['time_over_latency_floor']:.2f}x",
+            r["time_over_latency_floor"] <= 1.2,
+        )
+    if "b" in by:
+        posts = by["b"]["ours"]["posts"]
+        add("(b) sends no POST", f"{posts} POSTs", posts == 0)
+    if "e" in by:
+        e = by["e"]["ours"]
+        share = e["creates_429"] / max(1, e["posts"])
+        add(
+            "(e) time <= 1.15x N/limit",
+            f"{by['e']['ours']['seconds']:.2f} s / {by['e']['members'] / by['e']['limit_per_second']:.2f} s = "
+            f"{e['time_over_n_by_limit']:.3f}x",
+            e["time_over_n_by_limit"] <= 1.15,
+        )
+        add("(e) < 5% of creates answered 429", f"{e['creates_429']} of {e['posts']} ({share:.1%})", share < 0.05)
+    memory = results.get("memory", {})
+    if "100000" in memory:
+        mb = memory["100000"]["max_rss_kb"] / 1024
+        add("100,000 members: peak RSS < 300 MB", f"{mb:.0f} MB", mb < 300)
+    parse = results.get("parse", {}).get("counts", {})
+    if "200" in parse:
+        ratio = parse["200"]["ratio"]
+        add("200 workspaces parse in <= 1.5x the time of 1", f"{ratio:.1f}x", ratio <= 1.5)
+    if parse:
+        banned = sorted({m for entry in parse.values() for m in entry["banned_imported"]})
+        add("no Azure/msgraph/Databricks SDK imported at parse", ", ".join(banned) or "none", not banned)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _fmt_s(value: float) -> str:
+    return f"{value:,.2f} s" if value < 100 else f"{value:,.0f} s"
+
+
+def _counts_line(counts: dict[str, dict[str, dict[str, int]]]) -> str:
+    parts = []
+    for system in sorted(counts):
+        for endpoint in sorted(counts[system]):
+            statuses = counts[system][endpoint]
+            detail = " ".join(f"{s}:{n}" for s, n in sorted(statuses.items()))
+            parts.append(f"{system} {endpoint} [{detail}]")
+    return "; ".join(parts)
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Python {m['python']}; "
+        f"load average at start {m['load_avg_start'][0]:.2f}, at end {m.get('load_avg_end', [0])[0]:.2f} "
+        "(other work shares this machine, so wall times are noisy).",
+        f"Latency injected on every request: {LATENCY_MS:g} ms + uniform 0-{JITTER_MS:g} ms "
+        f"(mean {MEAN_LATENCY_S * 1000:g} ms). Mode: {results['mode']}. Run took {results['seconds']:.0f} s.",
+        "",
+        "| scenario | ours: config | ours | baseline | ratio | ours Graph+SCIM requests / floor | "
+        "latency floor | ours / latency floor | POSTs (ours) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["scenarios"]:
+        o = r["ours"]
+        cfg = f"{r['config']['scim_concurrency']} workers, {r['config']['scim_max_creates_per_second']:g}/s"
+        base = "—"
+        ratio = "—"
+        if "baseline" in r:
+            b = r["baseline"]
+            base = _fmt_s(b["time"]) + (
+                f" (extrapolated from {b['processed']:,} of {b['members']:,} members)" if b["sampled"] else ""
+            )
+            ratio = f"{r['ratio']:.1f}x"
+        lat = r["floor"]["latency_seconds"]
+        lines.append(
+            f"| ({r['scenario']}) {r['title']} | {cfg} | {_fmt_s(o['seconds'])} | {base} | {ratio} | "
+            f"{o['floor_requests']:,} / {r['floor']['requests']:,} = {o['requests_over_floor']:.3f}x | "
+            f"{_fmt_s(lat) if lat else '—'} | "
+            f"{o['time_over_latency_floor']:.2f}x | {o['posts']:,} ({o['creates_429']} x 429) |"
+            if lat
+            else f"| ({r['scenario']}) {r['title']} | {cfg} | {_fmt_s(o['seconds'])} | {base} | {ratio} | "
+            f"{o['floor_requests']:,} / {r['floor']['requests']:,} = {o['requests_over_floor']:.3f}x | — | — | "
+            f"{o['posts']:,} ({o['creates_429']} x 429) |"
+        )
+    lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
+    for r in results["scenarios"]:
+        lines.append(f"- ({r['scenario']}) ours: {_counts_line(r['ours']['counts'])}")
+        if "baseline" in r:
+            b = r["baseline"]
+            scope = (
+                f"sample of {b['processed']:,} members; a full run makes {b['requests_full_run']:,}"
+                if b["sampled"]
+                else "full run"
+            )
+            lines.append(f"  baseline ({scope}): {_counts_line(b['counts'])}")
+    lines += [
+        "",
+        "Where the time goes (CPU seconds during the timed work; 2 cores = 2 CPU-s per wall second):",
+        "",
+        "| scenario | ours wall | ours: Graph resolve | ours: list+plan+creates | ours CPU | sandbox CPU | "
+        "sandbox CPU per request | baseline CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["scenarios"]:
+        o = r["ours"]
+        per_req = o["sandbox_cpu_seconds"] / max(1, o["requests"]) * 1000
+        bcpu = f"{r['baseline']['cpu_seconds']:.1f} s" if "baseline" in r else "—"
+        lines.append(
+            f"| ({r['scenario']}) | {_fmt_s(o['seconds'])} | {_fmt_s(o['resolve_seconds'])} | "
+            f"{_fmt_s(o['add_seconds'])} | {o['cpu_seconds']:.1f} s | {o['sandbox_cpu_seconds']:.1f} s | "
+            f"{per_req:.2f} ms | {bcpu} |"
+        )
+    checks = [r for r in results["scenarios"] if "sample_check" in r.get("baseline", {})]
+    for r in checks:
+        c = r["baseline"]["sample_check"]
+        err = c["estimated_seconds"] / c["measured_seconds"] - 1
+        lines += [
+            "",
+            f"Extrapolation check on ({r['scenario']}): the baseline ran in full ({_fmt_s(c['measured_seconds'])}); "
+            f"a {c['sample']:,}-member stride sample of that same run predicts {_fmt_s(c['estimated_seconds'])} "
+            f"({err:+.1%}).",
+        ]
+    memory = results.get("memory", {})
+    if memory:
+        lines += [
+            "",
+            "Peak RSS of the provisioning work (ru_maxrss of a fresh process that imports Airflow and the SDKs, "
+            "runs fetch_token, then resolve_members + add_missing_users):",
+            "",
+            "| members | peak RSS | RSS before the work (after fetch_token) |",
+            "|---|---|---|",
+        ]
+        for n, entry in memory.items():
+            lines.append(
+                f"| {int(n):,} ({entry['scenario']}) | {entry['max_rss_kb'] / 1024:.0f} MB | "
+                f"{entry['rss_before_work_kb'] / 1024:.0f} MB |"
+            )
+    parse = results.get("parse", {}).get("counts", {})
+    if parse:
+        lines += [
+            "",
+            f"DAG-file parse (median of {results['parse']['repeats']} fresh processes; Airflow's parser modules "
+            "pre-imported as in the DAG processor; BundleDagBag + serialisation of every DAG):",
+            "",
+            "| workspaces | DAGs | DagBag (import + build) | serialise | parse total | ratio to 1 | "
+            "modules imported by the DAG file | SDK modules |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for n, entry in parse.items():
+            lines.append(
+                f"| {int(n):,} | {entry['dags']:,} | {entry['bag_s']:.3f} s | {entry['serialize_s']:.3f} s | "
+                f"{entry['parse_s']:.3f} s | {entry['ratio']:.1f}x | {entry['new_modules']} "
+                f"({', '.join(entry['new_top_level'])}) | {', '.join(entry['banned_imported']) or 'none'} |"
+            )
+    tlist = results.get("targets", [])
+    if tlist:
+        lines += ["", "| target | figure | result |", "|---|---|---|"]
+        for t in tlist:
+            verdict = "PASS" if t["pass"] else "FAIL"
+            lines.append(f"| {t['target']} | {t['figure']} | {verdict} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run(mode: str = "full", out_dir: Path | None = RESULTS, in_process: bool = False) -> dict[str, Any]:
+    from sandbox.client import SandboxProcess
+
+    from bench import parse
+    from bench.world import write_base_seed
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {"mode": mode, "machine": machine(), "scenarios": []}
+    env = _env()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        env.setdefault("AIRFLOW_HOME", str(Path(tmp) / "airflow"))
+        os.environ.setdefault("AIRFLOW_HOME", env["AIRFLOW_HOME"])
+        seed = write_base_seed(Path(tmp) / "bench-seed.yaml")
+        with SandboxProcess(Path(tmp) / "sandbox", seed) as sb:
+            for sc in scenarios(mode):
+                print(f"[bench] ({sc.key}) {sc.title} ...", file=sys.stderr, flush=True)
+                results["scenarios"].append(run_scenario(sb, sc, env, in_process))
+    memory: dict[str, Any] = {}
+    for r in results["scenarios"]:
+        if r["scenario"] in ("a", "d") or (mode == "smoke" and r["scenario"] == "a"):
+            memory[str(r["members"])] = {
+                "scenario": r["scenario"],
+                "max_rss_kb": r["ours"]["max_rss_kb"],
+                "rss_before_work_kb": r["ours"]["rss_before_work_kb"],
+            }
+    results["memory"] = memory
+    print("[bench] parse times ...", file=sys.stderr, flush=True)
+    if mode == "smoke":
+        results["parse"] = parse.measure(counts=(1, 3), repeats=1)
+    else:
+        results["parse"] = parse.measure(repeats=3 if mode == "quick" else 5)
+    results["seconds"] = time.perf_counter() - started
+    results["machine"]["load_avg_end"] = os.getloadavg()
+    if mode != "smoke":
+        results["targets"] = targets(results)
+    text = report(results)
+    results["report"] = text
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{mode}.json").write_text(json.dumps(results, indent=1, default=str))
+        (out_dir / f"{mode}.md").write_text(text + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="sample the baseline everywhere")
+    group.add_argument("--smoke", action="store_true", help="tiny sizes, no targets")
+    args = parser.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    results = run(mode, in_process=False)
+    print(results["report"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
