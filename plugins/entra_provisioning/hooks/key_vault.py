@@ -21,9 +21,38 @@ if TYPE_CHECKING:
 
 DEFAULT_AUTHORITY = "login.microsoftonline.com"
 
+#: azure-core sleeps for whatever ``Retry-After`` says; beyond this we fail the task (Airflow retries it
+#: later) instead of holding a worker slot asleep for hours.
+MAX_RETRY_AFTER_SECONDS = 120.0
+
 
 class SecretUnavailableError(ProvisioningError):
     """The secret cannot be used: missing, disabled, expired, not yet valid or not readable."""
+
+
+class KeyVaultUnavailableError(ProvisioningError):
+    """Key Vault is throttling, failing or unreachable: worth an Airflow retry, unlike the errors above."""
+
+
+class _RetryAfterTooLong(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"Retry-After {seconds:.0f} s")
+        self.seconds = seconds
+
+
+def _retry_policy() -> Any:
+    """azure-core's retry policy, refusing to sleep longer than :data:`MAX_RETRY_AFTER_SECONDS`."""
+    from azure.core.pipeline.policies import RetryPolicy
+
+    class CeilingRetryPolicy(RetryPolicy):
+        def get_retry_after(self, response: Any) -> float | None:
+            seconds = super().get_retry_after(response)
+            if seconds is not None and seconds > MAX_RETRY_AFTER_SECONDS:
+                # Not an AzureError, so the policy's own retry loop lets it through.
+                raise _RetryAfterTooLong(seconds)
+            return seconds
+
+    return CeilingRetryPolicy()
 
 
 @dataclass(frozen=True)
@@ -96,13 +125,16 @@ class KeyVaultSecretHook(BaseHook):
             HttpResponseError,
             ResourceNotFoundError,
             ServiceRequestError,
+            ServiceResponseError,
         )
         from azure.keyvault.secrets import SecretClient
 
         ref: SecretRef = parse_secret_url(secret_url)
         wanted = version or ref.version
         where = f"secret {ref.name!r} in {ref.vault_url}" + (f" (version {wanted})" if wanted else "")
-        client = SecretClient(vault_url=ref.vault_url, credential=self.get_credential())
+        client = SecretClient(
+            vault_url=ref.vault_url, credential=self.get_credential(), retry_policy=_retry_policy()
+        )
         try:
             secret = client.get_secret(ref.name, wanted)
         except ResourceNotFoundError:
@@ -120,10 +152,19 @@ class KeyVaultSecretHook(BaseHook):
                     f"the identity of connection {self.azure_conn_id!r} may not read {where} "
                     f"(HTTP 403: grant it 'get' on secrets): {_first_line(exc)}"
                 ) from None
+            if exc.status_code is not None and (exc.status_code == 429 or exc.status_code >= 500):
+                raise KeyVaultUnavailableError(
+                    f"Key Vault kept answering HTTP {exc.status_code} for {where}; Airflow will retry the task"
+                ) from None
             raise SecretUnavailableError(f"Key Vault answered HTTP {exc.status_code} for {where}") from None
-        except ServiceRequestError as exc:
-            raise SecretUnavailableError(
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise KeyVaultUnavailableError(
                 f"Key Vault {ref.vault_url} is unreachable: {_first_line(exc)}"
+            ) from None
+        except _RetryAfterTooLong as exc:
+            raise KeyVaultUnavailableError(
+                f"Key Vault asked to retry reading {where} after {exc.seconds:.0f} s, more than the "
+                f"{MAX_RETRY_AFTER_SECONDS:.0f} s ceiling; failing so that Airflow can retry the task later"
             ) from None
         finally:
             client.close()

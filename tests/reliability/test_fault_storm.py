@@ -1,0 +1,200 @@
+"""Fault storms: throttling, server errors and dropped connections on Graph, Key Vault and SCIM at once.
+
+The three real task bodies run in-process against the sandbox (the way Airflow would call them, minus the
+scheduler). The sandbox's state and request log are the truth the run's summary is checked against.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from entra_provisioning import tasks
+from entra_provisioning.hooks.key_vault import KeyVaultUnavailableError
+from entra_provisioning.hooks.scim import MAX_ATTEMPTS, ScimThrottleCeilingError
+
+from .conftest import seed_with, team, workspace
+
+STORM_TEAM = "Storm Team"
+STORM_SIZE = 24
+
+
+def storm_rule(system: str) -> dict[str, object]:
+    # ~30% throttled (Retry-After: 1 s, the sandbox's smallest), 5% server errors, 4% dropped connections.
+    return {
+        "system": system,
+        "rate_429": 0.30,
+        "retry_after": 1,
+        "rate_500": 0.025,
+        "rate_503": 0.025,
+        "rate_drop": 0.04,
+    }
+
+
+def statuses(counts: dict, system: str, endpoint: str) -> Counter[str]:
+    return Counter(counts.get(system, {}).get(endpoint, {}))
+
+
+def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_truth(connected) -> None:
+    users, group = team(STORM_TEAM, STORM_SIZE)
+    connected.control.reset(seed_with(connected, users, [group]))
+    before = connected.control.workspace_user_names("ws-beta")
+    connected.control.set_faults(
+        [storm_rule("graph"), storm_rule("vault:kv-demo"), storm_rule("workspace:ws-beta")], seed=20240501
+    )
+    # Creates paced under the workspace's own write limit, so throttling comes from the storm alone.
+    ws = workspace(connected, groups=(STORM_TEAM,), scim_max_creates_per_second=15.0)
+
+    started = time.monotonic()
+    facts = tasks.fetch_token(ws)
+    members = tasks.resolve_members(ws)
+    summary = tasks.add_missing_users(ws, facts, members, {})
+    elapsed = time.monotonic() - started
+
+    expected = {u["userPrincipalName"] for u in users}
+    after_users = connected.control.workspace_users("ws-beta")
+    names = [u["userName"] for u in after_users]
+    # Every expected user exists, exactly once; nobody else was added and nobody removed.
+    assert Counter(names) == Counter(set(names))
+    assert set(names) == before | expected
+
+    counts = connected.control.counts()
+    creates = statuses(counts, "workspace:ws-beta", "scim.users.create")
+    # The storm really blew on every system: throttling, server errors and drops were all injected.
+    for system, endpoint in (
+        ("workspace:ws-beta", "scim.users.create"),
+        ("vault:kv-demo", "vault.secrets.get"),
+    ):
+        seen = statuses(counts, system, endpoint)
+        assert seen["429"] > 0, (system, seen)
+    graph_faults = sum(
+        n
+        for ep in counts["graph"].values()
+        for status, n in ep.items()
+        if status in ("429", "500", "503", "dropped")
+    )
+    scim_faults = sum(
+        n
+        for ep in counts["workspace:ws-beta"].values()
+        for status, n in ep.items()
+        if status in ("500", "503", "dropped")
+    )
+    assert graph_faults > 0 and scim_faults > 0, counts
+
+    # No create succeeded twice: one 201 per new user, and no 409 (nobody else created them).
+    assert creates["201"] == STORM_SIZE
+    assert creates["409"] == 0
+    # Retries are bounded: at most MAX_ATTEMPTS POSTs per user, and the run ends in bounded time.
+    assert sum(creates.values()) <= STORM_SIZE * MAX_ATTEMPTS
+    assert elapsed < 180
+
+    # The summary equals the sandbox's truth.
+    assert summary["to_add"] == STORM_SIZE
+    assert summary["added"] == creates["201"] == len(set(names) - before)
+    assert sorted(summary["added_user_names"]) == sorted(expected)
+    assert summary["existed_on_create"] == 0
+    assert summary["failed"] == 0
+    assert summary["already_present"] == 0
+    assert summary["members_resolved"] == STORM_SIZE
+
+
+def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow(
+    connected, monkeypatch
+) -> None:
+    from entra_provisioning.hooks import entra
+
+    monkeypatch.setattr(entra, "BACKOFF_BASE_SECONDS", 0.01)
+    ws = workspace(connected, groups=("Data Engineers",))
+    # Two 500s (which msgraph-sdk's own middleware does not retry), then Graph recovers.
+    connected.control.set_faults(
+        [{"system": "graph", "endpoint": "graph.groups.transitiveMembers", "rate_500": 1.0, "max_faults": 2}]
+    )
+    record = tasks.resolve_members(ws)
+    assert len(record["members"]) == 4  # five people, one of them disabled
+    statuses_seen = [e["status"] for e in connected.control.log(endpoint="graph.groups.transitiveMembers")]
+    assert statuses_seen == [500, 500, 200]
+
+    # A lasting outage: bounded attempts, then an error Airflow's retries handle (not AirflowFailException).
+    connected.control.set_faults(
+        [{"system": "graph", "endpoint": "graph.groups.transitiveMembers", "rate_500": 1.0}]
+    )
+    connected.control.clear_log()
+    with pytest.raises(entra.GraphUnavailableError) as info:
+        tasks.resolve_members(ws)
+    assert str(info.value) == (
+        "Microsoft Graph kept failing while listing members of Entra group 'Data Engineers' "
+        f"(HTTP 500: Injected server error., {entra.MAX_ATTEMPTS} attempts); Airflow will retry the task"
+    )
+    assert len(connected.control.log(endpoint="graph.groups.transitiveMembers")) == entra.MAX_ATTEMPTS
+
+
+HOURS = 7200
+
+
+def test_scim_retry_after_beyond_the_ceiling_fails_the_task_instead_of_sleeping(connected) -> None:
+    ws = workspace(connected, groups=("Data Engineers",))
+    facts = tasks.fetch_token(ws)
+    members = tasks.resolve_members(ws)
+    before = connected.control.workspace_user_names("ws-beta")
+    connected.control.set_faults(
+        [
+            {
+                "system": "workspace:ws-beta",
+                "endpoint": "scim.users.create",
+                "rate_429": 1.0,
+                "retry_after": HOURS,
+            }
+        ]
+    )
+    started = time.monotonic()
+    with pytest.raises(ScimThrottleCeilingError) as info:
+        tasks.add_missing_users(ws, facts, members, {})
+    assert time.monotonic() - started < 30
+    assert str(info.value) == (
+        f"Databricks asked to retry after {HOURS} s, more than the 120 s ceiling; "
+        "failing so that Airflow can retry the task later"
+    )
+    # Nothing was created.
+    assert connected.control.workspace_user_names("ws-beta") == before
+
+
+def test_scim_ceiling_applies_to_the_token_check_too(connected) -> None:
+    connected.control.set_faults(
+        [{"system": "workspace:ws-beta", "endpoint": "scim.me", "rate_429": 1.0, "retry_after": HOURS}]
+    )
+    started = time.monotonic()
+    with pytest.raises(ScimThrottleCeilingError, match=f"retry after {HOURS} s"):
+        tasks.fetch_token(workspace(connected))
+    assert time.monotonic() - started < 30
+
+
+def test_graph_retry_after_beyond_the_ceiling_fails_the_task_instead_of_sleeping(connected) -> None:
+    from entra_provisioning.hooks.entra import GraphUnavailableError
+
+    connected.control.set_faults(
+        [{"system": "graph", "endpoint": "graph.groups.list", "rate_429": 1.0, "retry_after": HOURS}]
+    )
+    started = time.monotonic()
+    with pytest.raises(GraphUnavailableError) as info:
+        tasks.resolve_members(workspace(connected, groups=("Data Engineers",)))
+    assert time.monotonic() - started < 30
+    assert str(info.value) == (
+        f"Microsoft Graph asked to retry looking up Entra group 'Data Engineers' after {HOURS} s, more than "
+        "the 120 s ceiling; failing so that Airflow can retry the task later"
+    )
+
+
+def test_key_vault_retry_after_beyond_the_ceiling_fails_the_task_instead_of_sleeping(connected) -> None:
+    connected.control.set_faults(
+        [{"system": "vault:kv-demo", "endpoint": "vault.secrets.get", "rate_429": 1.0, "retry_after": HOURS}]
+    )
+    started = time.monotonic()
+    with pytest.raises(KeyVaultUnavailableError) as info:
+        tasks.fetch_token(workspace(connected))
+    assert time.monotonic() - started < 30
+    assert str(info.value) == (
+        f"Key Vault asked to retry reading secret 'ws-beta-pat' in {connected.vault_url()} after {HOURS} s, "
+        "more than the 120 s ceiling; failing so that Airflow can retry the task later"
+    )
