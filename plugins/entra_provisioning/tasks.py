@@ -89,11 +89,13 @@ def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
 
 def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     """List the configured groups' transitive members and map them to Databricks userNames."""
-    from entra_provisioning.hooks.entra import EntraGroupsHook, GraphError
+    from entra_provisioning.hooks.entra import EntraGroupsHook, GraphError, GraphUnavailableError
 
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
     try:
         objects = hook.members_by_group(ws.entra_groups)
+    except GraphUnavailableError:
+        raise  # throttling or an outage: Airflow's retries try again later
     except GraphError as exc:
         raise _fail(exc) from None
     resolution = resolve_plan_members(objects, ws.user_name_attribute)

@@ -8,8 +8,9 @@ stays on the Graph host the connection names: a link elsewhere would carry our b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
@@ -25,9 +26,25 @@ PAGE_SIZE = 999
 MEMBER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled", "userType")
 GROUP_TYPE = "#microsoft.graph.group"
 
+#: Retry policy for Graph, declared once. msgraph-sdk's middleware retries 429, 503 and 504 a few times;
+#: this outer policy also covers 500, 502 and dropped connections, which the middleware does not, and
+#: keeps the total bounded. What still fails after it is left to Airflow's task retries.
+MAX_ATTEMPTS = 5
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 30.0
+#: A Retry-After beyond this fails the task (Airflow retries it later) instead of sleeping inside it.
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+_T = TypeVar("_T")
+
 
 class GraphError(ProvisioningError):
     """Graph refused or failed a request we cannot do without."""
+
+
+class GraphUnavailableError(GraphError):
+    """Graph kept throttling or failing transiently; unlike other errors, worth an Airflow retry."""
 
 
 class GroupNotFoundError(GraphError):
@@ -50,6 +67,33 @@ def _odata_error(exc: Exception) -> tuple[int | None, str]:
     return status, message or type(exc).__name__
 
 
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(exc, "response_headers", None) or {}
+    for key, value in dict(headers).items():
+        if str(key).lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import httpx
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, ODataError) and getattr(exc, "response_status_code", None) in TRANSIENT_STATUSES
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "response_status_code", None)
+    if status is None:
+        return f"{type(exc).__name__} (connection failed)"
+    return f"HTTP {status}: {_odata_error(exc)[1]}"
+
+
 class EntraGroupsHook(BaseHook):
     """Resolve Entra ID groups to their transitive members.
 
@@ -70,6 +114,47 @@ class EntraGroupsHook(BaseHook):
         self.msgraph_conn_id = msgraph_conn_id
         self.page_size = page_size
         self.pages_read = 0
+        self.retries = 0
+
+    async def _with_retries(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one Graph call under the retry policy; non-transient errors pass through untouched.
+
+        :raises GraphUnavailableError: when the call still fails transiently after the last attempt, or
+            Graph asks to wait longer than :data:`MAX_RETRY_AFTER_SECONDS`.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call()
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                hint = _retry_after(exc)
+                if hint is not None and hint > MAX_RETRY_AFTER_SECONDS:
+                    raise GraphUnavailableError(
+                        f"Microsoft Graph asked to retry {what} after {hint:.0f} s, more than the "
+                        f"{MAX_RETRY_AFTER_SECONDS:.0f} s ceiling; failing so that Airflow can retry the task later"
+                    ) from None
+                if attempt >= MAX_ATTEMPTS:
+                    raise GraphUnavailableError(
+                        f"Microsoft Graph kept failing while {what} ({_describe(exc)}, {attempt} attempts); "
+                        "Airflow will retry the task"
+                    ) from None
+                self.retries += 1
+                delay = (
+                    hint
+                    if hint is not None
+                    else min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+                )
+                self.log.info(
+                    "Graph call failed while %s (%s); attempt %d of %d",
+                    what,
+                    _describe(exc),
+                    attempt,
+                    MAX_ATTEMPTS,
+                )
+                await asyncio.sleep(delay)
 
     async def _client(self, provider_hook: Any) -> tuple[GraphServiceClient, str]:
         from msgraph import GraphServiceClient
@@ -119,8 +204,11 @@ class EntraGroupsHook(BaseHook):
                 item_query = GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
                     select=["id", "displayName"]
                 )
-                found = await client.groups.by_group_id(group).get(
-                    request_configuration=RequestConfiguration(query_parameters=item_query)
+                found = await self._with_retries(
+                    f"looking up Entra group {group!r}",
+                    lambda: client.groups.by_group_id(group).get(
+                        request_configuration=RequestConfiguration(query_parameters=item_query)
+                    ),
                 )
                 if found is None or not found.id:
                     raise GroupNotFoundError(f"Entra group with object id {group!r} not found")
@@ -128,7 +216,10 @@ class EntraGroupsHook(BaseHook):
             query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
                 filter=f"displayName eq '{escape_odata_string(group)}'", select=["id", "displayName"], top=5
             )
-            page = await client.groups.get(request_configuration=RequestConfiguration(query_parameters=query))
+            page = await self._with_retries(
+                f"looking up Entra group {group!r}",
+                lambda: client.groups.get(request_configuration=RequestConfiguration(query_parameters=query)),
+            )
         except ODataError as exc:
             status, message = _odata_error(exc)
             if status == 404:
@@ -166,7 +257,8 @@ class EntraGroupsHook(BaseHook):
         config.headers.add("ConsistencyLevel", "eventual")
         members: list[dict[str, Any]] = []
         try:
-            page = await builder.get(request_configuration=config)
+            what = f"listing members of Entra group {group!r}"
+            page = await self._with_retries(what, lambda: builder.get(request_configuration=config))
             while page is not None:
                 self.pages_read += 1
                 members.extend(_as_dict(obj) for obj in page.value or [] if _keep(obj))
@@ -180,7 +272,10 @@ class EntraGroupsHook(BaseHook):
                     )
                 next_config: RequestConfiguration[Any] = RequestConfiguration()
                 next_config.headers.add("ConsistencyLevel", "eventual")
-                page = await builder.with_url(next_link).get(request_configuration=next_config)
+                next_builder = builder.with_url(next_link)
+                page = await self._with_retries(
+                    what, functools.partial(next_builder.get, request_configuration=next_config)
+                )
         except ODataError as exc:
             status, message = _odata_error(exc)
             hint = " (the app needs GroupMember.Read.All and User.Read.All)" if status == 403 else ""
