@@ -15,6 +15,7 @@ help:
 	@echo "make test             install, validate the shipped config, lint, type-check and run every test"
 	@echo "make validate-config  check CONFIG=$(CONFIG) the way the DAG file will"
 	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
+	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 10 minutes)"
 	@echo "make clean            remove the virtualenv and every generated file"
 
 # The virtualenv is rebuilt when a requirements file changes. uv resolves and installs in seconds where
@@ -41,6 +42,10 @@ test: $(STAMP) validate-config lint
 
 demo: $(STAMP)
 	$(PY) -m demo
+
+# Prints the report (README "Benchmarks") and writes it to bench/results/. BENCH_ARGS=--quick samples the baseline.
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 sandbox: $(STAMP)
 	$(PY) -m sandbox serve --seed sandbox/demo_seed.yaml --state-dir .sandbox

@@ -68,7 +68,9 @@ def user_name_of(member: dict[str, Any]) -> str | None:
     return upn or None
 
 
-def run(endpoints: dict[str, Any], workspace: str, token: str, group: str, sample: int | None) -> dict[str, Any]:
+def run(
+    endpoints: dict[str, Any], workspace: str, token: str, group: str, sample: int | None
+) -> dict[str, Any]:
     import httpx
 
     scim = endpoints["workspaces"][workspace]["scim"]

@@ -44,12 +44,27 @@ def _current_rss_kb() -> int:
 def run(endpoints: dict[str, Any], concurrency: int, creates_per_second: float) -> dict[str, Any]:
     """Provision the bench workspace once with the product's task bodies; return figures."""
     from demo.sandbox_airflow import connections_env
-    from sandbox.client import ControlClient, env_for
+    from sandbox.client import env_for
+
+    # The sandbox's trust and identity variables and the Airflow connections, as an operator sets them;
+    # restored afterwards so that an in-process caller (the smoke test) keeps its own environment.
+    wanted = {**env_for(endpoints), **connections_env(endpoints)}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
+    try:
+        return _run(endpoints, concurrency, creates_per_second)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(endpoints: dict[str, Any], concurrency: int, creates_per_second: float) -> dict[str, Any]:
+    from sandbox.client import ControlClient
 
     from bench.world import workspaces_yaml
-
-    os.environ.update(env_for(endpoints))
-    os.environ.update(connections_env(endpoints))
 
     from entra_provisioning import tasks
     from entra_provisioning.config import parse_config

@@ -75,7 +75,9 @@ def banned_in(modules: list[str]) -> list[str]:
 def measure(counts: tuple[int, ...] = (1, 200, 1000), repeats: int = 5) -> dict[str, Any]:
     """Median parse seconds per workspace count, in fresh processes, and the parse-time imports."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "plugins"), str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO / "plugins"), str(REPO), env.get("PYTHONPATH")])
+    )
     results: dict[str, Any] = {"repeats": repeats, "counts": {}}
     with tempfile.TemporaryDirectory(prefix="bench-parse-") as tmp:
         env.setdefault("AIRFLOW_HOME", tmp)
@@ -86,7 +88,9 @@ def measure(counts: tuple[int, ...] = (1, 200, 1000), repeats: int = 5) -> dict[
             runs = [parse_once(config, env) for _ in range(repeats)]
             for run in runs:
                 if run["errors"] or run["dags"] != count:
-                    raise RuntimeError(f"parse of {count} workspaces: {run['dags']} DAGs, errors {run['errors']}")
+                    raise RuntimeError(
+                        f"parse of {count} workspaces: {run['dags']} DAGs, errors {run['errors']}"
+                    )
             last = runs[-1]
             results["counts"][count] = {
                 "bag_s": statistics.median(r["bag_s"] for r in runs),

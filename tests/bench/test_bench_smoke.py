@@ -1,0 +1,68 @@
+"""The benchmark at tiny sizes, so that `make bench` cannot rot: it runs, and its numbers are sane.
+
+No performance target is asserted here (timings on a shared CI machine mean little at this size); only
+that every scenario did the work it claims, that the request counts it reports agree with the sandbox's
+log, and that parsing the DAG file imports no SDK.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import run as bench_run
+from bench.world import user_name
+from sandbox.generator import generated_users_and_groups
+
+
+def test_world_user_names_match_the_generator() -> None:
+    users, _ = generated_users_and_groups(
+        domain="contoso.onmicrosoft.com", users=3, groups=1, guest_ratio=0, disabled_ratio=0, no_mail_ratio=0
+    )
+    assert [u["userPrincipalName"].lower() for u in users] == [user_name(i) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return bench_run.run("smoke", out_dir=None, in_process=True)
+
+
+def test_every_scenario_did_its_work(results) -> None:
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    assert set(by) == {"a", "b", "c", "e"}
+    for r in by.values():
+        ours = r["ours"]
+        assert 0 < ours["seconds"] < 120 and math.isfinite(ours["seconds"])
+        assert ours["failed"] == 0
+        assert ours["added"] == r["missing"] == ours["posts"] - ours["creates_429"]
+        assert ours["already_present"] == r["members"] - r["missing"]
+        # Every member ends up in the workspace, beside its admin.
+        assert ours["workspace_users_after"] == r["members"] + 1
+        # The floor is a floor: nobody gets below it, and the figures come from the sandbox's log.
+        assert ours["floor_requests"] >= r["floor"]["requests"]
+        assert ours["requests"] >= ours["floor_requests"]
+        assert r["floor"]["latency_seconds"] > 0
+    assert by["b"]["ours"]["posts"] == 0
+
+
+def test_baseline_makes_one_get_per_member_and_one_post_per_missing(results) -> None:
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    a = by["a"]["baseline"]
+    assert not a["sampled"] and a["get"] == by["a"]["members"] and a["post"] == by["a"]["missing"]
+    assert a["created"] == by["a"]["missing"]
+    c = by["c"]["baseline"]
+    assert c["sampled"] and 0 < c["processed"] < by["c"]["members"]
+    assert c["estimated_seconds"] > c["seconds"] > 0
+    for key in "abc":
+        assert by[key]["ratio"] > 0 and math.isfinite(by[key]["ratio"])
+
+
+def test_parse_and_report(results) -> None:
+    parse = results["parse"]["counts"]
+    assert [entry["dags"] for entry in parse.values()] == [2]
+    for entry in parse.values():
+        assert entry["banned_imported"] == []
+        assert 0 < entry["parse_s"] < 60
+    report = results["report"]
+    assert "| (a) all missing |" in report and "DAG-file parse" in report
