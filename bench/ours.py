@@ -62,12 +62,10 @@ def run(endpoints: dict[str, Any], concurrency: int, creates_per_second: float) 
 
 
 def _run(endpoints: dict[str, Any], concurrency: int, creates_per_second: float) -> dict[str, Any]:
-    from sandbox.client import ControlClient
-
     from bench.world import workspaces_yaml
-
     from entra_provisioning import tasks
     from entra_provisioning.config import parse_config
+    from sandbox.client import ControlClient
 
     (ws,) = parse_config(workspaces_yaml(endpoints, concurrency, creates_per_second), "bench.yaml").workspaces
     control = ControlClient(endpoints["control"], endpoints["ca_file"])
