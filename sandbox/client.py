@@ -127,6 +127,10 @@ class ControlClient:
         """Rate/concurrency limits for Graph, e.g. ``rates={"graph.groups.transitiveMembers": 20}``."""
         return dict(self._call("PUT", "/state/graph/limits", limits))
 
+    def set_graph_next_link_origin(self, origin: str | None) -> None:
+        """Make Graph's ``@odata.nextLink`` point at ``origin`` (e.g. another host) until the next reset."""
+        self._call("PUT", "/state/graph/next_link_origin", {"origin": origin})
+
     def vault(self, name: str) -> dict[str, Any]:
         """Secret names, versions and attributes (never values) and the access list."""
         return dict(self._call("GET", f"/state/vaults/{name}"))

@@ -59,6 +59,12 @@ class ControlApp(SystemApp):
         add("PUT", "/control/state/account/limits", "control.account.limits.set", self.set_limits)
         add("GET", "/control/state/graph/limits", "control.graph.limits", self.get_graph_limits)
         add("PUT", "/control/state/graph/limits", "control.graph.limits.set", self.set_graph_limits)
+        add(
+            "PUT",
+            "/control/state/graph/next_link_origin",
+            "control.graph.nextlink",
+            self.set_next_link_origin,
+        )
         add("GET", "/control/state/vaults/{name}", "control.vault", self.vault)
         add("POST", "/control/reset", "control.reset", self.reset)
         add("GET", "/control/faults", "control.faults", self.get_faults)
@@ -187,6 +193,15 @@ class ControlApp(SystemApp):
         for app in self.hub.apps:
             app.reset_limits()
         return json_response(self.hub.world.graph_limits.to_dict())
+
+    async def set_next_link_origin(self, ctx: Ctx) -> Response:
+        """Serve Graph's ``@odata.nextLink`` on another origin (``null`` restores Graph's own) until reset."""
+        body = await ctx.json() or {}
+        origin = body.get("origin")
+        if origin is not None and not isinstance(origin, str):
+            return _ERR.error(400, "BadRequest", "origin must be a string or null")
+        self.hub.world.graph_next_link_origin = origin.rstrip("/") if origin else None
+        return json_response({"origin": self.hub.world.graph_next_link_origin})
 
     async def vault(self, ctx: Ctx) -> Response:
         vault = self.hub.world.vaults.get(ctx.params["name"])

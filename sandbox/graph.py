@@ -405,7 +405,9 @@ def _page(
     if end < total:
         params = [(k, v) for k, v in ctx.request.query_params.multi_items() if k != "$skiptoken"]
         params.append(("$skiptoken", _encode_skiptoken(end)))
-        body["@odata.nextLink"] = f"{ctx.app.origin}{ctx.request.url.path}?{urlencode(params)}"
+        # A test knob can point next links elsewhere, to check clients do not follow them with a token.
+        link_origin = ctx.hub.world.graph_next_link_origin or ctx.app.origin
+        body["@odata.nextLink"] = f"{link_origin}{ctx.request.url.path}?{urlencode(params)}"
     body["value"] = [_project(kind, obj, query.select, typed) for kind, obj in chunk]
     return json_response(body)
 

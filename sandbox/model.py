@@ -367,6 +367,8 @@ class World:
     token_lifetime: int = 3600
     identity_header: str = "sandbox-identity-header"
     graph_limits: Limits | None = None
+    # Fault knob: serve Graph's @odata.nextLink on this origin instead of Graph's own (None = Graph's).
+    graph_next_link_origin: str | None = None
 
 
 # ------------------------------------------------------------------------------------------- loader

@@ -15,13 +15,14 @@ from entra_provisioning.config import WorkspaceConfig
 @pytest.fixture
 def connected(sandbox_env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The sandbox (reset, no faults), its trust and identity environment, and the Airflow connections
-    an operator would define; faults a test sets are cleared afterwards so they never leak."""
+    an operator would define. Afterwards the start seed is restored (a reset with a custom seed becomes
+    the seed later resets reload) and faults and knobs are cleared, so nothing leaks into other tests."""
     for key, value in connections_env(sandbox_env.endpoints).items():
         monkeypatch.setenv(key, value)
     try:
         yield sandbox_env
     finally:
-        sandbox_env.control.clear_faults()
+        sandbox_env.control.reset(sandbox_env.seed)
 
 
 def workspace(
