@@ -1,0 +1,288 @@
+"""The workspace DAGs on a production-shaped Airflow: PostgreSQL metadata, CeleryExecutor over Redis, and
+scheduler, dag-processor, api-server, triggerer and a Celery worker as separate processes (loopback only).
+
+One cluster serves the whole module (starting it is most of the cost); the tests run in file order and
+later ones build on the state the earlier ones left, as an operator's day would:
+
+1. trigger ``alpha`` through the REST API the UI uses: dry run (nothing written), then for real;
+2. a *scheduled* run of ``beta`` (its cron fires every minute) succeeds;
+3. a backfill of ``beta`` succeeds and creates nobody (add-only makes it a re-check);
+4. the README's CLI operations: trigger with a conf, list runs, task states, the run summary;
+5. the tasks ran on the Celery worker, from our queue;
+6. the PAT is in no task log file and nowhere in the metadata DB, and went only to its workspace.
+
+Skipped when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not reachable, unless
+``ENTRA_PROVISIONING_REQUIRE_SERVICES=1`` (``.ci/run`` sets it), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from demo.distributed import (
+    COMPONENTS,
+    REQUIRE_SERVICES_ENV,
+    AirflowCluster,
+    fresh_database,
+    services_problem,
+    services_required,
+    wait_for,
+)
+from demo.sandbox_airflow import DEMO_WORKSPACES, airflow_env, workspaces_yaml
+from sandbox.client import SandboxProcess
+from sandbox.pytest_plugin import Sandbox
+
+ALPHA = "entra_provisioning__alpha"
+BETA = "entra_provisioning__beta"
+ALPHA_NEW = {"carol.chen@contoso.com", "dave.diaz@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
+RUN_TIMEOUT = 240  # seconds for one run on a busy 2-core machine; a healthy run takes about 30 s
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@dataclass
+class Distributed:
+    cluster: AirflowCluster
+    sandbox: Sandbox
+    beta_unpaused_at: datetime
+    initial_users: dict[str, set[str]]
+
+    def creates(self, workspace: str) -> dict[str, int]:
+        """SCIM create requests sent to ``workspace`` so far, by HTTP status."""
+        counts = self.sandbox.control.counts().get(f"workspace:{workspace}", {})
+        return dict(counts.get("scim.users.create") or {})
+
+
+@pytest.fixture(scope="module")
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
+    problem = services_problem()
+    if problem:
+        if services_required():
+            pytest.fail(f"{problem} ({REQUIRE_SERVICES_ENV}=1, so this is a failure, not a skip)")
+        pytest.skip(f"distributed Airflow test needs PostgreSQL and Redis on loopback: {problem}")
+
+    root = tmp_path_factory.mktemp("distributed")
+    alpha, beta = DEMO_WORKSPACES
+    # alpha: manual only, so nothing but this test's triggers touches ws-alpha.
+    # beta: due every minute, so the scheduler itself starts runs while the test watches.
+    beta = dataclasses.replace(beta, options={**beta.options, "schedule": "* * * * *"})
+    started = time.monotonic()
+    with SandboxProcess(root / "sandbox") as process:
+        sandbox = Sandbox(process)
+        config_file = root / "workspaces.yaml"
+        config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta)))
+        base_env = airflow_env(sandbox.endpoints, root / "home", config_file)
+        initial = {ws: sandbox.control.workspace_user_names(ws) for ws in ("ws-alpha", "ws-beta")}
+        with fresh_database() as database:
+            cluster = AirflowCluster(base_env, root / "cluster", database)
+            try:
+                cluster.migrate()
+                cluster.start()
+                cluster.wait_ready([ALPHA, BETA])
+                # Unpaused first, so its scheduled runs happen while the REST tests run.
+                cluster.unpause(BETA)
+                beta_unpaused_at = datetime.now(UTC)
+                print(f"\ndistributed Airflow ready in {time.monotonic() - started:.0f} s ({root})")
+                yield Distributed(cluster, sandbox, beta_unpaused_at, initial)
+            finally:
+                exit_codes = cluster.stop()
+                print(f"distributed Airflow stopped after {time.monotonic() - started:.0f} s: {exit_codes}")
+    assert all(c.process.poll() is not None for c in cluster.components)
+
+
+def test_rest_trigger_dry_run_then_real_run(distributed: Distributed) -> None:
+    cluster, box = distributed.cluster, distributed.sandbox
+    before = box.control.workspace_user_names("ws-alpha")
+    assert not ALPHA_NEW & before
+
+    cluster.unpause(ALPHA)
+    dry_run_id = cluster.trigger(ALPHA, {"dry_run": True})
+    cluster.wait_run(ALPHA, dry_run_id, timeout=RUN_TIMEOUT)
+    dry = cluster.summary(ALPHA, dry_run_id)
+    assert dry["dry_run"] is True and dry["added"] == 0
+    assert set(dry["to_add_user_names"]) == ALPHA_NEW  # "would add"
+    assert box.control.workspace_user_names("ws-alpha") == before
+    assert distributed.creates("ws-alpha") == {}
+
+    run_id = cluster.trigger(ALPHA)
+    run = cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+    assert run["run_type"] == "manual" and run["conf"] == {}
+    summary = cluster.summary(ALPHA, run_id)
+    assert summary["dry_run"] is False
+    assert set(summary["added_user_names"]) == ALPHA_NEW
+    assert box.control.workspace_user_names("ws-alpha") == before | ALPHA_NEW
+    assert distributed.creates("ws-alpha") == {"201": len(ALPHA_NEW)}
+
+
+def test_a_scheduled_run_succeeds(distributed: Distributed) -> None:
+    """A run the scheduler started from the cron (not the one unpausing catches up on) succeeds."""
+    cluster, box = distributed.cluster, distributed.sandbox
+    unpaused = distributed.beta_unpaused_at.isoformat()
+
+    def ticked() -> dict[str, Any] | None:
+        cluster.check_alive()
+        runs = [r for r in cluster.runs(BETA) if r["run_type"] == "scheduled" and r["run_after"] > unpaused]
+        return next((r for r in runs if r["state"] == "success"), None)
+
+    run = wait_for(
+        "a scheduled run of beta", ticked, timeout=90 + RUN_TIMEOUT, interval=3, context=cluster.log_tails
+    )
+    summary = cluster.summary(BETA, run["dag_run_id"])
+    assert summary["dry_run"] is False and summary["failed"] == 0
+    members = box.control.workspace_user_names("ws-beta")
+    # Whichever scheduled run came first added the groups' users; by now every one of them is there.
+    assert summary["to_add"] == 0 or set(summary["added_user_names"]) <= members
+    assert summary["already_present"] + summary["added"] == summary["members_resolved"]
+    assert len(members) > 200  # "Large Team" alone has about 250 users
+
+
+def test_backfill_is_a_harmless_recheck(distributed: Distributed) -> None:
+    """``airflow backfill create`` on an add-only DAG: every run re-checks membership and adds nobody new."""
+    cluster, box = distributed.cluster, distributed.sandbox
+    # Nothing is added by a backfill when the workspace is already complete, so make sure it is: the
+    # scheduled runs above have provisioned beta (wait for any in flight to end first).
+    wait_for("beta to have no active run", lambda: not _active_runs(cluster, BETA), RUN_TIMEOUT, interval=3)
+    members_before = box.control.workspace_user_names("ws-beta")
+    creates_before = distributed.creates("ws-beta")
+    assert creates_before.get("201", 0) == len(members_before - distributed.initial_users["ws-beta"]) > 200
+
+    # Two minutes an hour before the test started: no scheduled run exists for them.
+    start = (distributed.beta_unpaused_at - timedelta(hours=1)).replace(second=0, microsecond=0)
+    end = start + timedelta(minutes=1)
+    result = cluster.airflow(
+        "backfill", "create", "--dag-id", BETA,
+        "--from-date", start.isoformat(), "--to-date", end.isoformat(),
+        "--max-active-runs", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    def backfill_done() -> list[dict[str, Any]] | None:
+        cluster.check_alive()
+        runs = [r for r in cluster.runs(BETA) if r["run_type"] == "backfill"]
+        return runs if len(runs) == 2 and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    runs = wait_for(
+        "the backfill runs", backfill_done, 2 * RUN_TIMEOUT, interval=3, context=cluster.log_tails
+    )
+    assert sorted(r["logical_date"][:16] for r in runs) == [
+        start.strftime("%Y-%m-%dT%H:%M"),
+        end.strftime("%Y-%m-%dT%H:%M"),
+    ]
+    assert [r["state"] for r in runs] == ["success", "success"]
+    for run in runs:
+        summary = cluster.summary(BETA, run["dag_run_id"])
+        assert summary["added"] == 0 and summary["to_add"] == 0 and summary["failed"] == 0
+        assert summary["already_present"] == summary["members_resolved"] > 200
+    # Add-only and idempotent: nobody was created again, nobody removed.
+    assert box.control.workspace_user_names("ws-beta") == members_before
+    assert distributed.creates("ws-beta") == creates_before
+    cluster.unpause(BETA, paused=True)
+
+
+def test_cli_operations_from_the_readme(distributed: Distributed) -> None:
+    """README "Operations": trigger with a conf, list runs, task states, read the run summary."""
+    cluster, box = distributed.cluster, distributed.sandbox
+    before = box.control.workspace_user_names("ws-alpha")
+
+    trigger = cluster.airflow("dags", "trigger", ALPHA, "-c", '{"dry_run": true}', "-o", "json")
+    assert trigger.returncode == 0, trigger.stdout[-3000:] + trigger.stderr[-3000:]
+    (created,) = _json_out(trigger.stdout)
+    run_id = created["dag_run_id"]
+    cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+
+    listed = cluster.airflow("dags", "list-runs", ALPHA, "-o", "json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    runs = {r["run_id"]: r for r in _json_out(listed.stdout)}
+    assert runs[run_id]["state"] == "success"
+    assert sum(r["state"] == "success" for r in runs.values()) == 3  # the two REST runs and this one
+
+    states = cluster.airflow("tasks", "states-for-dag-run", ALPHA, run_id, "-o", "json")
+    assert states.returncode == 0, states.stderr[-3000:]
+    assert {t["task_id"]: t["state"] for t in _json_out(states.stdout)} == {
+        "fetch_token": "success",
+        "resolve_members": "success",
+        "add_missing_users": "success",
+    }
+
+    summary = cluster.summary(ALPHA, run_id)
+    assert summary["dry_run"] is True and summary["to_add"] == 0 and summary["already_present"] == 6
+    assert box.control.workspace_user_names("ws-alpha") == before
+    # The same summary as a table in the task log: "Run summary for alpha:" followed by the counts.
+    (log_file,) = [
+        p
+        for p in cluster.task_log_files()
+        if f"run_id={run_id}" in str(p) and "task_id=add_missing_users" in str(p)
+    ]
+    assert "Run summary for alpha" in log_file.read_text()
+
+
+def test_tasks_ran_on_the_celery_worker(distributed: Distributed) -> None:
+    cluster = distributed.cluster
+    assert [c.name for c in cluster.components] == [name for name, _ in COMPONENTS]
+    pids = {c.process.pid for c in cluster.components}
+    assert len(pids) == len(COMPONENTS)  # one process (group) per component
+    rows = cluster.query(
+        "SELECT DISTINCT queue, state, executor FROM task_instance WHERE dag_id = %s", (ALPHA,)
+    )
+    assert rows and all(queue == cluster.queue and state == "success" for queue, state, _ in rows), rows
+    jobs = {job for (job,) in cluster.query("SELECT DISTINCT job_type FROM job")}
+    assert {"SchedulerJob", "TriggererJob", "DagProcessorJob"} <= jobs
+    worker_log = next(c for c in cluster.components if c.name == "worker").log_file.read_text(
+        errors="replace"
+    )
+    assert cluster.queue in worker_log  # the worker consumed our queue and nothing else
+
+
+def test_the_pat_is_in_no_log_and_nowhere_in_the_metadata_db(distributed: Distributed) -> None:
+    cluster, box = distributed.cluster, distributed.sandbox
+    pats = {ws: box.pat(ws) for ws in ("ws-alpha", "ws-beta")}
+
+    log_files = cluster.task_log_files() + [c.log_file for c in cluster.components]
+    task_logs = [p for p in log_files if "dag_id=" in str(p)]
+    assert len(task_logs) >= 3 * 6  # every task of every run above left a log file
+    assert any("Run summary for" in p.read_text(errors="replace") for p in task_logs)
+    for path in log_files:
+        data = path.read_bytes()
+        for ws, pat in pats.items():
+            assert pat.encode() not in data, f"{ws} PAT in {path}"
+
+    # The tables named in the design first (each must hold rows, or the search proves nothing) …
+    assert cluster.query("SELECT count(*) FROM xcom")[0][0] >= 3 * 6
+    assert cluster.query("SELECT count(*) FROM rendered_task_instance_fields")[0][0] >= 3 * 6
+    confs = [conf for (conf,) in cluster.query("SELECT conf FROM dag_run")]
+    assert {"dry_run": True} in confs
+    # … then every row of every table of the metadata database, as text.
+    tables = [t for (t,) in cluster.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    assert {"xcom", "rendered_task_instance_fields", "dag_run", "task_instance", "log"} <= set(tables)
+    hits = []
+    for table in tables:
+        for ws, pat in pats.items():
+            found = cluster.query(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', (f"%{pat}%",))
+            if found[0][0]:
+                hits.append((table, ws))
+    assert hits == []
+
+    # The PAT was presented to its own workspace host and to nothing else.
+    for ws, pat in pats.items():
+        host = urlsplit(box.workspace_host(ws)).netloc
+        assert box.hosts_for_token(pat) == {host}, ws
+
+
+def _active_runs(cluster: AirflowCluster, dag_id: str) -> list[dict[str, Any]]:
+    return [r for r in cluster.runs(dag_id) if r["state"] in ("queued", "running")]
+
+
+def _json_out(stdout: str) -> list[dict[str, Any]]:
+    """The JSON document an ``airflow … -o json`` command printed (log lines may precede it)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(("[{", "[]"))]
+    assert lines, stdout[-3000:]
+    return list(json.loads(lines[-1]))
