@@ -55,30 +55,50 @@ REDIS_DB = int(os.environ.get("ENTRA_PROVISIONING_E2E_REDIS_DB", "11"))
 ADMIN_USER = "admin"
 
 
-def services_problem(timeout: float = 3.0) -> str | None:
+def services_problem(
+    *,
+    postgres: tuple[str, int] | None = None,
+    redis: tuple[str, int] | None = None,
+    timeout: float = 3.0,
+) -> str | None:
     """Why PostgreSQL or Redis cannot be used (``None`` when both answer)."""
+    pg_host, pg_port = postgres or (POSTGRES_HOST, POSTGRES_PORT)
+    redis_host, redis_port = redis or (REDIS_HOST, REDIS_PORT)
     try:
         import psycopg2
 
         psycopg2.connect(
-            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres", connect_timeout=3
+            host=pg_host, port=pg_port, user=POSTGRES_USER, dbname="postgres", connect_timeout=int(timeout)
         ).close()
     except Exception as exc:
-        return f"PostgreSQL is not reachable at {POSTGRES_HOST}:{POSTGRES_PORT} as {POSTGRES_USER}: {exc}"
+        return f"PostgreSQL is not reachable at {pg_host}:{pg_port} as {POSTGRES_USER}: {str(exc).strip()}"
     try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=timeout) as sock:
+        with socket.create_connection((redis_host, redis_port), timeout=timeout) as sock:
             sock.settimeout(timeout)
             sock.sendall(b"PING\r\n")
             answer = sock.recv(64)
     except OSError as exc:
-        return f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}"
+        return f"Redis is not reachable at {redis_host}:{redis_port}: {exc}"
     if not answer.startswith(b"+PONG"):
-        return f"Redis at {REDIS_HOST}:{REDIS_PORT} answered PING with {answer!r}"
+        return f"Redis at {redis_host}:{redis_port} answered PING with {answer!r}"
     return None
 
 
 def services_required() -> bool:
     return os.environ.get(REQUIRE_SERVICES_ENV, "") == "1"
+
+
+def services_verdict(problem: str | None) -> tuple[str, str] | None:
+    """What a test needing the services should do: ``None`` (run), or ``("skip" | "fail", reason)``.
+
+    Unreachable services skip the test on a developer's machine, but fail it when
+    ``ENTRA_PROVISIONING_REQUIRE_SERVICES=1`` (CI), so CI can never pass without running it.
+    """
+    if problem is None:
+        return None
+    if services_required():
+        return "fail", f"{problem} ({REQUIRE_SERVICES_ENV}=1, so this is a failure, not a skip)"
+    return "skip", f"the distributed Airflow test needs PostgreSQL and Redis on loopback: {problem}"
 
 
 @contextmanager

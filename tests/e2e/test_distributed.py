@@ -30,11 +30,10 @@ import pytest
 
 from demo.distributed import (
     COMPONENTS,
-    REQUIRE_SERVICES_ENV,
     AirflowCluster,
     fresh_database,
     services_problem,
-    services_required,
+    services_verdict,
     wait_for,
 )
 from demo.sandbox_airflow import DEMO_WORKSPACES, airflow_env, workspaces_yaml
@@ -64,11 +63,12 @@ class Distributed:
 
 @pytest.fixture(scope="module")
 def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
-    problem = services_problem()
-    if problem:
-        if services_required():
-            pytest.fail(f"{problem} ({REQUIRE_SERVICES_ENV}=1, so this is a failure, not a skip)")
-        pytest.skip(f"distributed Airflow test needs PostgreSQL and Redis on loopback: {problem}")
+    verdict = services_verdict(services_problem())
+    if verdict is not None:
+        action, reason = verdict
+        if action == "fail":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
     root = tmp_path_factory.mktemp("distributed")
     alpha, beta = DEMO_WORKSPACES
