@@ -4,6 +4,10 @@ A rule matches a request by shell-style patterns on the system name (``graph``, 
 ``vault:<name>``, ``workspace:<name>``, ``account``, ``control`` is never faulted) and on the endpoint name
 (e.g. ``scim.users.create``). Latency of every matching rule adds up; the first matching rule whose dice
 roll says "fail" decides the failure. ``max_faults`` bounds how many failures a rule may inject.
+
+Each (rule, system, endpoint) has its own random stream derived from the fault seed, so what one endpoint
+sees does not depend on how much traffic other endpoints got in between: a pipeline that talks to Graph,
+Key Vault and SCIM concurrently still gets the same per-endpoint fault sequence on every run.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ class FaultInjector:
     def __init__(self, rules: list[FaultRule] | None = None, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self.seed = seed
-        self._rng = random.Random(seed)
+        self._streams: dict[tuple[int, str, str], random.Random] = {}
         self.rules: list[FaultRule] = list(rules or [])
 
     def configure(self, rules: list[dict[str, Any]], seed: int | None = None) -> None:
@@ -81,7 +85,7 @@ class FaultInjector:
             self.rules = parsed
             if seed is not None:
                 self.seed = seed
-            self._rng = random.Random(self.seed)
+            self._streams = {}
 
     def clear(self) -> None:
         self.configure([], None)
@@ -97,17 +101,21 @@ class FaultInjector:
             latency_ms = 0.0
             action: str | None = None
             retry_after = 1
-            for rule in self.rules:
+            for index, rule in enumerate(self.rules):
                 if not rule.matches(system, endpoint, method):
                     continue
+                key = (index, system, endpoint)
+                rng = self._streams.get(key)
+                if rng is None:
+                    # A string seed is hashed with SHA-512 by random, so it is stable across processes.
+                    rng = self._streams[key] = random.Random(f"{self.seed}:{index}:{system}:{endpoint}")
+                # Two draws per matching request, always, keep each stream independent of the rates.
+                jitter = rng.random()
+                roll = rng.random()
                 if rule.latency_ms or rule.jitter_ms:
-                    latency_ms += rule.latency_ms + (
-                        self._rng.uniform(0, rule.jitter_ms) if rule.jitter_ms else 0
-                    )
+                    latency_ms += rule.latency_ms + jitter * rule.jitter_ms
                 if action is not None:
                     continue
-                # One draw per matching rule keeps the sequence stable whatever the rates are.
-                roll = self._rng.random()
                 if rule.max_faults is not None and rule.injected >= rule.max_faults:
                     continue
                 edge = 0.0

@@ -183,3 +183,21 @@ def test_sandbox_process_runner(tmp_path):
         assert proc.control is not None
         assert proc.control.state()["workspaces"]["ws-alpha"]["users"] == 4
     assert proc.proc is not None and proc.proc.returncode == 0
+
+
+def test_fault_sequence_of_one_endpoint_ignores_traffic_elsewhere(sandbox_clean):
+    rules = [{"system": "workspace:*", "rate_500": 0.5}]
+
+    def alpha_outcomes(noise: bool) -> list[int]:
+        sandbox_clean.control.set_faults(rules, seed=9)
+        out = []
+        with httpx.Client(verify=sandbox_clean.ca_file) as http:
+            for i in range(20):
+                if noise and i % 3 == 0:
+                    _scim_get(sandbox_clean, http, "ws-beta")
+                out.append(_scim_get(sandbox_clean, http, "ws-alpha").status_code)
+        return out
+
+    quiet = alpha_outcomes(noise=False)
+    assert alpha_outcomes(noise=True) == quiet
+    assert {200, 500} <= set(quiet)
