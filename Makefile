@@ -14,6 +14,7 @@ help:
 	@echo "make demo             run the main job end to end against the local sandbox"
 	@echo "make test             install, validate the shipped config, lint, type-check and run every test"
 	@echo "make validate-config  check CONFIG=$(CONFIG) the way the DAG file will"
+	@echo "make ui               airflow standalone with the demo DAGs against the sandbox (UI on 127.0.0.1:8080)"
 	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
 	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 10 minutes)"
 	@echo "make clean            remove the virtualenv and every generated file"
@@ -42,6 +43,11 @@ test: $(STAMP) validate-config lint
 
 demo: $(STAMP)
 	$(PY) -m demo
+
+# The Airflow UI on 127.0.0.1:$(UI_PORT) with the demo DAGs against the sandbox; Ctrl-C stops everything.
+UI_PORT ?= 8080
+ui: $(STAMP)
+	$(PY) -m demo.ui --port $(UI_PORT)
 
 # Prints the report (README "Benchmarks") and writes it to bench/results/. BENCH_ARGS=--quick samples the baseline.
 bench: $(STAMP)
