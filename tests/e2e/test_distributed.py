@@ -88,8 +88,10 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
                 cluster.migrate()
                 cluster.start()
                 cluster.wait_ready([ALPHA, BETA])
-                # Unpaused first, so its scheduled runs happen while the REST tests run.
-                cluster.unpause(BETA)
+                # Unpaused first (with the CLI command the README gives), so its scheduled runs happen
+                # while the REST tests run.
+                unpaused = cluster.airflow("dags", "unpause", BETA)
+                assert unpaused.returncode == 0, unpaused.stdout[-2000:] + unpaused.stderr[-2000:]
                 beta_unpaused_at = datetime.now(UTC)
                 print(f"\ndistributed Airflow ready in {time.monotonic() - started:.0f} s ({root})")
                 yield Distributed(cluster, sandbox, beta_unpaused_at, initial)
@@ -185,7 +187,9 @@ def test_backfill_is_a_harmless_recheck(distributed: Distributed) -> None:
     # Add-only and idempotent: nobody was created again, nobody removed.
     assert box.control.workspace_user_names("ws-beta") == members_before
     assert distributed.creates("ws-beta") == creates_before
-    cluster.unpause(BETA, paused=True)
+    paused = cluster.airflow("dags", "pause", BETA)
+    assert paused.returncode == 0, paused.stderr[-2000:]
+    assert cluster.api("GET", f"/api/v2/dags/{BETA}")["is_paused"] is True
 
 
 def test_cli_operations_from_the_readme(distributed: Distributed) -> None:
