@@ -584,10 +584,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="sample the baseline everywhere")
-    group.add_argument("--smoke", action="store_true", help="tiny sizes, no targets")
+    group.add_argument("--smoke", action="store_true", help="tiny sizes, no targets, all in this process")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    results = run(mode, in_process=False)
+    # The smoke run stays in one process (it is short); the others time each run in a fresh process.
+    results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke)
+    if args.json:
+        args.json.write_text(json.dumps(results, default=str))
     print(results["report"])
     return 0
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -167,6 +168,25 @@ class EntraGroupsHook(BaseHook):
         client = GraphServiceClient(request_adapter=adapter)
         return client, urlsplit(adapter.base_url).netloc.lower()
 
+    @staticmethod
+    async def _get_json(builder: Any, config: Any) -> dict[str, Any]:
+        """GET what an msgraph-sdk request builder describes, through its adapter, as plain JSON.
+
+        The request is the SDK's own (URL template, query options, headers) and goes through the
+        connection's adapter (credential, allowed hosts, retry middleware). Only the typed models are
+        skipped: deserialising a page into them costs about 5 ms per directory object (every object
+        rebuilds the SDK's table of hundreds of field parsers), which is minutes for 100,000 members,
+        and the first use imports the whole model package (seconds). JSON is what we keep anyway.
+
+        :raises ODataError: for an error response, as the typed call would.
+        """
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        request = builder.to_get_request_information(config)
+        raw = await builder.request_adapter.send_primitive_async(request, "bytes", {"XXX": ODataError})
+        body = json.loads(raw) if raw else {}
+        return body if isinstance(body, dict) else {}
+
     def members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """For each configured group (display name or object id), its transitive member objects.
 
@@ -206,38 +226,38 @@ class EntraGroupsHook(BaseHook):
                 )
                 found = await self._with_retries(
                     f"looking up Entra group {group!r}",
-                    lambda: client.groups.by_group_id(group).get(
-                        request_configuration=RequestConfiguration(query_parameters=item_query)
+                    lambda: self._get_json(
+                        client.groups.by_group_id(group), RequestConfiguration(query_parameters=item_query)
                     ),
                 )
-                if found is None or not found.id:
+                if not found.get("id"):
                     raise GroupNotFoundError(f"Entra group with object id {group!r} not found")
-                return found.id
+                return str(found["id"])
             query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
                 filter=f"displayName eq '{escape_odata_string(group)}'", select=["id", "displayName"], top=5
             )
             page = await self._with_retries(
                 f"looking up Entra group {group!r}",
-                lambda: client.groups.get(request_configuration=RequestConfiguration(query_parameters=query)),
+                lambda: self._get_json(client.groups, RequestConfiguration(query_parameters=query)),
             )
         except ODataError as exc:
             status, message = _odata_error(exc)
             if status == 404:
                 raise GroupNotFoundError(f"no Entra group has the object id {group!r}") from None
             raise GraphError(f"looking up Entra group {group!r} failed (HTTP {status}): {message}") from None
-        matches = [g for g in (page.value if page and page.value else []) if g.id]
+        matches = [g for g in page.get("value") or [] if isinstance(g, dict) and g.get("id")]
         if not matches:
             raise GroupNotFoundError(
                 f"no Entra group has the display name {group!r} (names are matched exactly; "
                 "an object id may be given instead)"
             )
         if len(matches) > 1:
-            ids = ", ".join(sorted(str(g.id) for g in matches))
+            ids = ", ".join(sorted(str(g["id"]) for g in matches))
             raise AmbiguousGroupError(
                 f"{len(matches)} Entra groups have the display name {group!r} ({ids}); "
                 "put the object id of the intended one in entra_groups"
             )
-        return str(matches[0].id)
+        return str(matches[0]["id"])
 
     async def _transitive_members(
         self, client: GraphServiceClient, graph_host: str, group: str, group_id: str
@@ -258,11 +278,11 @@ class EntraGroupsHook(BaseHook):
         members: list[dict[str, Any]] = []
         try:
             what = f"listing members of Entra group {group!r}"
-            page = await self._with_retries(what, lambda: builder.get(request_configuration=config))
-            while page is not None:
+            page = await self._with_retries(what, lambda: self._get_json(builder, config))
+            while page:
                 self.pages_read += 1
-                members.extend(_as_dict(obj) for obj in page.value or [] if _keep(obj))
-                next_link = page.odata_next_link
+                members.extend(_as_dict(obj) for obj in page.get("value") or [] if _keep(obj))
+                next_link = page.get("@odata.nextLink")
                 if not next_link:
                     break
                 if urlsplit(next_link).netloc.lower() != graph_host or urlsplit(next_link).scheme != "https":
@@ -274,7 +294,7 @@ class EntraGroupsHook(BaseHook):
                 next_config.headers.add("ConsistencyLevel", "eventual")
                 next_builder = builder.with_url(next_link)
                 page = await self._with_retries(
-                    what, functools.partial(next_builder.get, request_configuration=next_config)
+                    what, functools.partial(self._get_json, next_builder, next_config)
                 )
         except ODataError as exc:
             status, message = _odata_error(exc)
@@ -287,16 +307,9 @@ class EntraGroupsHook(BaseHook):
 
 def _keep(obj: Any) -> bool:
     # Nested groups are containers: Graph already expanded them into transitive members.
-    return (getattr(obj, "odata_type", None) or "").lower() != GROUP_TYPE
+    return isinstance(obj, Mapping) and str(obj.get("@odata.type") or "").lower() != GROUP_TYPE
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return {
-        "@odata.type": getattr(obj, "odata_type", None),
-        "id": getattr(obj, "id", None),
-        "userPrincipalName": getattr(obj, "user_principal_name", None),
-        "mail": getattr(obj, "mail", None),
-        "displayName": getattr(obj, "display_name", None),
-        "accountEnabled": getattr(obj, "account_enabled", None),
-        "userType": getattr(obj, "user_type", None),
-    }
+def _as_dict(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # Only the fields the plan reads, whatever else a page carries.
+    return {"@odata.type": obj.get("@odata.type"), **{name: obj.get(name) for name in MEMBER_FIELDS}}
