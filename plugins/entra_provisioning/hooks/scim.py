@@ -53,6 +53,10 @@ class ScimAuthError(ScimError):
     """The token was refused (401) or its user may not administer users (403)."""
 
 
+class ScimUnreachableError(ScimError):
+    """No answer from the workspace host after every attempt (refused, reset or timed out)."""
+
+
 class ScimThrottleCeilingError(ScimError):
     """Databricks asked us to wait longer than we are willing to sleep inside a task."""
 
@@ -60,12 +64,20 @@ class ScimThrottleCeilingError(ScimError):
 class _Retryable(Exception):
     """A failure worth another attempt; ``retry_after`` is the server's hint, if any."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, ambiguous: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+        unreachable: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         # True when the request may have been applied before it failed (dropped connection, 5xx).
         self.ambiguous = ambiguous
+        # True when no HTTP answer came back at all (refused, reset, timed out).
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -286,9 +298,13 @@ class DatabricksScimHook(BaseHook):
             try:
                 response = client.request(method, url, params=params, json=json)
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                # Connection reset or timeout: the server may or may not have applied the request.
-                ambiguous = True
-                raise _Retryable(f"{type(exc).__name__} talking to {self.origin}", ambiguous=True) from None
+                # A refused or timed-out connect never reached the server; a reset or read timeout may have
+                # been applied before it failed, so a 409 on the retry could be our own create.
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                ambiguous = ambiguous or not unsent
+                raise _Retryable(
+                    f"{type(exc).__name__} talking to {self.origin}", ambiguous=not unsent, unreachable=True
+                ) from None
             if _is_throttled(response):
                 with self._count_lock:
                     self.throttled_responses += 1
@@ -318,6 +334,11 @@ class DatabricksScimHook(BaseHook):
         try:
             result: ScimResponse = self._retrying()(once)
         except _Retryable as exc:
+            if exc.unreachable:
+                raise ScimUnreachableError(
+                    f"the Databricks workspace {self.origin} is unreachable ({exc.reason.split(' ')[0]} on "
+                    f"{method} {endpoint}, {attempts} attempts); check databricks_instance and the network"
+                ) from None
             raise ScimError(
                 f"{method} {endpoint} still failing after {attempts} attempts: {exc.reason}"
             ) from None
@@ -422,6 +443,8 @@ class DatabricksScimHook(BaseHook):
         """Create users with bounded concurrency; one user's failure never stops the others.
 
         :raises ScimAuthError: when the token is refused; nothing more is attempted.
+        :raises ScimThrottleCeilingError, ScimUnreachableError: likewise, for a wait over the ceiling or
+            a workspace that stopped answering.
         """
         results = CreateResults()
         lock = threading.Lock()
@@ -436,7 +459,8 @@ class DatabricksScimHook(BaseHook):
             except ScimAuthError as exc:
                 abort.append(exc)
                 return
-            except ScimThrottleCeilingError as exc:
+            except (ScimThrottleCeilingError, ScimUnreachableError) as exc:
+                # Every remaining create would wait out the same ceiling or outage: stop, let Airflow retry.
                 abort.append(exc)
                 return
             except ScimError as exc:
