@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
 DEFAULT_AUTHORITY = "login.microsoftonline.com"
 
-#: azure-core sleeps for whatever ``Retry-After`` says; beyond this we fail the task (Airflow retries it
-#: later) instead of holding a worker slot asleep for hours.
+#: Key Vault's retry policy, declared once. azure-core sleeps for whatever ``Retry-After`` says; beyond
+#: this we fail the task (Airflow retries it later) instead of holding a worker slot asleep for hours.
 MAX_RETRY_AFTER_SECONDS = 120.0
+#: azure-core gives up after 3 error statuses by default; throttled vaults answer 429 in bursts, and the
+#: challenge round trip is one more request that can be throttled, so allow as many as SCIM does.
+MAX_STATUS_RETRIES = 5
 
 
 class SecretUnavailableError(ProvisioningError):
@@ -52,7 +55,7 @@ def _retry_policy() -> Any:
                 raise _RetryAfterTooLong(seconds)
             return seconds
 
-    return CeilingRetryPolicy()
+    return CeilingRetryPolicy(retry_status=MAX_STATUS_RETRIES)
 
 
 @dataclass(frozen=True)
