@@ -70,6 +70,10 @@ def test_the_pat_is_presented_only_to_the_configured_workspace_host(connected) -
     assert connected.hosts_for_token(connected.pat("ws-beta")) == {
         netloc(connected.workspace_host("ws-beta"))
     }
+    # Add-only, as SECURITY.md says: reads, and POSTs that create users; nothing else is ever sent.
+    sent = {(e["method"], e["endpoint"]) for e in connected.control.log(system="workspace:ws-beta")}
+    assert {method for method, _ in sent} == {"GET", "POST"}
+    assert {endpoint for method, endpoint in sent if method == "POST"} == {"scim.users.create"}
 
 
 def everything_said(exc: BaseException) -> str:
