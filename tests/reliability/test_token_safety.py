@@ -129,9 +129,13 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
     facts = tasks.fetch_token(ws)
     expect_failure(lambda: tasks.add_missing_users(ws, facts, tasks.resolve_members(ws), {}), ScimError)
 
-    assert len(said) == 6
+    # Key Vault: secrets that are read but refused (expired is served, as by the real service; disabled).
+    for name in ("expired-pat", "disabled-pat"):
+        expect_failure(lambda name=name: tasks.fetch_token(workspace(connected, secret=name)))
+
+    assert len(said) == 8
     captured = capsys.readouterr()
-    for secret in (KNOWN_PAT, nonadmin, admin):
+    for secret in (KNOWN_PAT, nonadmin, admin, "dapi-expired-0001", "dapi-disabled-0001"):
         for text in said:
             assert secret not in text
         assert secret not in caplog.text
