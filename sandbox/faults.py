@@ -18,7 +18,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ACTIONS = ("drop", "429", "500", "503")
+ACTIONS = ("drop", "429", "500", "503", "drop_after")
 
 
 @dataclass
@@ -33,6 +33,8 @@ class FaultRule:
     rate_500: float = 0.0
     rate_503: float = 0.0
     rate_drop: float = 0.0
+    # Apply the request, then close the socket before answering: the client cannot tell it succeeded.
+    rate_drop_after: float = 0.0
     max_faults: int | None = None
     injected: int = field(default=0)
 
@@ -43,8 +45,8 @@ class FaultRule:
         if unknown:
             raise ValueError(f"unknown fault rule keys: {sorted(unknown)}")
         rule = cls(**raw)
-        total = rule.rate_429 + rule.rate_500 + rule.rate_503 + rule.rate_drop
-        if min(rule.rate_429, rule.rate_500, rule.rate_503, rule.rate_drop) < 0 or total > 1:
+        rates = (rule.rate_429, rule.rate_500, rule.rate_503, rule.rate_drop, rule.rate_drop_after)
+        if min(rates) < 0 or sum(rates) > 1:
             raise ValueError("fault rates must be >= 0 and sum to at most 1")
         if rule.latency_ms < 0 or rule.jitter_ms < 0:
             raise ValueError("latency_ms and jitter_ms must be >= 0")
@@ -124,6 +126,7 @@ class FaultInjector:
                     ("429", rule.rate_429),
                     ("500", rule.rate_500),
                     ("503", rule.rate_503),
+                    ("drop_after", rule.rate_drop_after),  # last, so existing sequences do not move
                 ):
                     edge += rate
                     if rate and roll < edge:

@@ -197,7 +197,7 @@ class SystemApp:
                 status = "dropped"
                 await self._drop(send)
                 return
-            if decision and decision.action:
+            if decision and decision.action and decision.action != "drop_after":
                 fault = decision.action
                 code = int(decision.action)
                 headers = {"Retry-After": str(decision.retry_after)} if code in (429, 503) else None
@@ -226,6 +226,12 @@ class SystemApp:
                         _log.exception("unhandled error in %s %s", self.system, endpoint)
                         fault = "sandbox_error"
                         response = self.style.error(500, "InternalServerError", "Unexpected sandbox error.")
+                    if decision and decision.action == "drop_after":
+                        # The handler ran (a create is stored); the client never hears about it.
+                        fault = "drop_after"
+                        status = "dropped"
+                        await self._drop(send)
+                        return
             status = await self._send(response, scope, receive, send)
         finally:
             if admitted:

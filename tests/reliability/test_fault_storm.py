@@ -193,3 +193,30 @@ def test_key_vault_retry_after_beyond_the_ceiling_fails_the_task_instead_of_slee
         f"Key Vault asked to retry reading secret 'ws-beta-pat' in {connected.vault_url()} after {HOURS} s, "
         "more than the 120 s ceiling; failing so that Airflow can retry the task later"
     )
+
+
+def test_creates_applied_but_never_answered_count_once_as_added(connected) -> None:
+    # The server stores the user, then the connection drops before the 201: the retry is answered 409,
+    # which is our own earlier create, not someone else's user.
+    users, group = team("Lost Answers", 16)
+    connected.control.reset(seed_with(connected, users, [group]))
+    before = connected.control.workspace_user_names("ws-beta")
+    connected.control.set_faults(
+        [{"system": "workspace:ws-beta", "endpoint": "scim.users.create", "rate_drop_after": 0.4}], seed=7
+    )
+    ws = workspace(connected, groups=("Lost Answers",))
+    summary = tasks.add_missing_users(ws, tasks.fetch_token(ws), tasks.resolve_members(ws), {})
+
+    names = [u["userName"] for u in connected.control.workspace_users("ws-beta")]
+    assert Counter(names) == Counter(set(names))
+    created = set(names) - before
+    assert created == {u["userPrincipalName"] for u in users}
+    creates = connected.control.log(endpoint="scim.users.create")
+    lost = sum(1 for e in creates if e["fault"] == "drop_after")
+    assert lost > 0  # some answers really were lost after the write
+    answered_201 = sum(1 for e in creates if e["status"] == 201)
+    assert answered_201 < len(created)  # so the 201s alone undercount what this run created
+    # The summary matches the sandbox's truth: everyone this run created is "added", nobody "existed".
+    assert summary["added"] == len(created) == 16
+    assert summary["existed_on_create"] == 0
+    assert summary["failed"] == 0
