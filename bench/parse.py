@@ -92,7 +92,7 @@ def measure(counts: tuple[int, ...] = (1, 200, 1000), repeats: int = 5) -> dict[
                         f"parse of {count} workspaces: {run['dags']} DAGs, errors {run['errors']}"
                     )
             last = runs[-1]
-            results["counts"][count] = {
+            results["counts"][str(count)] = {
                 "bag_s": statistics.median(r["bag_s"] for r in runs),
                 "serialize_s": statistics.median(r["serialize_s"] for r in runs),
                 "parse_s": statistics.median(r["bag_s"] + r["serialize_s"] for r in runs),
@@ -102,9 +102,9 @@ def measure(counts: tuple[int, ...] = (1, 200, 1000), repeats: int = 5) -> dict[
                 "new_top_level": sorted({m.split(".")[0] for m in last["new_modules"]}),
                 "banned_imported": banned_in(last["all_modules"]),
             }
-    base = results["counts"][counts[0]]["parse_s"]
+    base = results["counts"][str(counts[0])]["parse_s"]
     for count in counts:
-        entry = results["counts"][count]
+        entry = results["counts"][str(count)]
         entry["ratio"] = entry["parse_s"] / base if base else float("nan")
     return results
 
