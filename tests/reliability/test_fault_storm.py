@@ -13,7 +13,7 @@ import pytest
 
 from entra_provisioning import tasks
 from entra_provisioning.hooks.key_vault import KeyVaultUnavailableError
-from entra_provisioning.hooks.scim import MAX_ATTEMPTS, ScimThrottleCeilingError
+from entra_provisioning.hooks.scim import MAX_ATTEMPTS, DatabricksScimHook, ScimThrottleCeilingError
 
 from .conftest import seed_with, team, workspace
 
@@ -220,3 +220,18 @@ def test_creates_applied_but_never_answered_count_once_as_added(connected) -> No
     assert summary["added"] == len(created) == 16
     assert summary["existed_on_create"] == 0
     assert summary["failed"] == 0
+
+
+def test_a_refused_retry_after_does_not_park_the_other_create_workers(connected) -> None:
+    # Creates share one pacer: a 429 pushes every worker back by its Retry-After. A Retry-After over the
+    # ceiling fails the task; it must not first push the shared schedule hours ahead, or a worker already
+    # past its abort check would sleep that long before noticing.
+    connected.control.set_faults(
+        [{"system": "workspace:ws-beta", "endpoint": "scim.me", "rate_429": 1.0, "retry_after": HOURS}]
+    )
+    with DatabricksScimHook(connected.workspace_host("ws-beta"), connected.pat("ws-beta")) as scim:
+        with pytest.raises(ScimThrottleCeilingError):
+            scim.me()
+        started = time.monotonic()
+        scim.pacer.wait()  # what the next create would do
+        assert time.monotonic() - started < 1.0

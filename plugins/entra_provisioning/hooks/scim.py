@@ -309,6 +309,9 @@ class DatabricksScimHook(BaseHook):
                 with self._count_lock:
                     self.throttled_responses += 1
                 hint = _retry_after(response)
+                # Check the ceiling before touching the shared pacer: pushing it hours ahead would park
+                # every other create worker that long, even though this task is about to fail.
+                self._wait_seconds(1, hint)
                 self.pacer.hold_off(hint if hint is not None else self.backoff_base)
                 raise _Retryable(f"throttled (HTTP {response.status_code})", retry_after=hint)
             if response.status_code >= 500:
