@@ -140,3 +140,34 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
             assert secret not in text
         assert secret not in caplog.text
         assert secret not in captured.out + captured.err
+
+
+def test_the_origin_check_compares_normalised_origins() -> None:
+    import httpx
+
+    hook = DatabricksScimHook("https://ADB-1.1.azuredatabricks.net:443", KNOWN_PAT)
+    assert hook.origin == "https://adb-1.1.azuredatabricks.net"
+    # Its own requests pass (httpx drops the default port and lower-cases the host) ...
+    hook._only_our_origin(
+        httpx.Request("GET", "https://adb-1.1.azuredatabricks.net/api/2.0/preview/scim/v2/Me")
+    )
+    hook._only_our_origin(httpx.Request("GET", "https://adb-1.1.azuredatabricks.net:443/x"))
+    # ... and nothing else does.
+    for url in (
+        "http://adb-1.1.azuredatabricks.net/x",
+        "https://adb-1.1.azuredatabricks.net:8443/x",
+        "https://adb-1.1.azuredatabricks.net.evil.example/x",
+        "https://adb-1.1.azuredatabricks.net@evil.example/x",
+        "https://adb-2.1.azuredatabricks.net/x",
+    ):
+        with pytest.raises(ScimError, match="refusing to send the workspace token"):
+            hook._only_our_origin(httpx.Request("GET", url))
+    for bad in ("https://user:pw@adb-1.1.azuredatabricks.net", "https://adb-1.1.azuredatabricks.net:99999"):
+        with pytest.raises(ScimError, match="must be an https:// origin"):
+            DatabricksScimHook(bad, KNOWN_PAT)
+
+
+def test_a_workspace_url_written_with_capitals_still_works(connected) -> None:
+    port = connected.workspace_host("ws-beta").rsplit(":", 1)[1]
+    with DatabricksScimHook(f"https://LOCALHOST:{port}", connected.pat("ws-beta")) as scim:
+        assert scim.check_admin() == "admin@contoso.com"

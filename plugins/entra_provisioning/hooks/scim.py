@@ -196,9 +196,24 @@ class DatabricksScimHook(BaseHook):
     ) -> None:
         super().__init__()
         parts = urlsplit(host)
-        if parts.scheme != "https" or not parts.netloc or parts.path not in ("", "/"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme != "https"
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.username is not None
+            or port == -1
+        ):
             raise ScimError(f"SCIM host must be an https:// origin without a path, got {host!r}")
-        self.origin = f"https://{parts.netloc}"
+        # Normalised as httpx normalises request URLs (lower-case host, no default port), so that the
+        # origin check compares like with like: 'https://Host:443' must not refuse its own requests.
+        self._host = parts.hostname.lower()
+        self._port = port or 443
+        shown_host = f"[{self._host}]" if ":" in self._host else self._host
+        self.origin = f"https://{shown_host}" + ("" if self._port == 443 else f":{self._port}")
         self.base_path = (
             ACCOUNT_SCIM_PATH.format(account_id=account_id) if account_id else WORKSPACE_SCIM_PATH
         )
@@ -246,8 +261,9 @@ class DatabricksScimHook(BaseHook):
         self.close()
 
     def _only_our_origin(self, request: httpx.Request) -> None:
-        if f"{request.url.scheme}://{request.url.netloc.decode()}" != self.origin:
-            raise ScimError(f"refusing to send the workspace token to {request.url.host}")
+        url = request.url
+        if url.scheme != "https" or url.host.lower() != self._host or (url.port or 443) != self._port:
+            raise ScimError(f"refusing to send the workspace token to {url.host}")
 
     def _wait_seconds(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
