@@ -63,6 +63,7 @@ existing = st.lists(
         external_id=st.one_of(st.none(), ids),
     ),
     max_size=6,
+    unique_by=lambda user: user.id,  # one SCIM id is one user (repeats from shifting pages are the same user)
 )
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
