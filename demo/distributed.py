@@ -290,7 +290,21 @@ class AirflowCluster:
             with suppress(subprocess.TimeoutExpired):
                 component.process.wait(timeout=10)
             component._log.close()
+        self._forget_queue()
         return {c.name: c.process.returncode for c in self.components}
+
+    def _forget_queue(self) -> None:
+        """Drop this run's Celery queue and its bindings from Redis (they would otherwise pile up)."""
+        import redis
+
+        with suppress(redis.RedisError):
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5)
+            try:
+                client.delete(
+                    self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}"
+                )
+            finally:
+                client.close()
 
     @staticmethod
     def _signal_group(component: Component, sig: signal.Signals) -> None:
