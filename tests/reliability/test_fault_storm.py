@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from entra_provisioning import tasks
+from entra_provisioning.hooks import entra
 from entra_provisioning.hooks.key_vault import KeyVaultUnavailableError
 from entra_provisioning.hooks.scim import MAX_ATTEMPTS, DatabricksScimHook, ScimThrottleCeilingError
 
@@ -84,6 +85,12 @@ def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_t
     # Retries are bounded: at most MAX_ATTEMPTS POSTs per user, and the run ends in bounded time.
     assert sum(creates.values()) <= STORM_SIZE * MAX_ATTEMPTS
     assert elapsed < 180
+    # Graph: two logical calls (group look-up, one member page), each at most entra.MAX_ATTEMPTS tries of
+    # msgraph-sdk's own 1 + 3. Key Vault: two reads, each at most a challenge plus azure-core's 1 + 10.
+    graph_requests = sum(n for ep in counts["graph"].values() for n in ep.values())
+    vault_requests = sum(n for ep in counts["vault:kv-demo"].values() for n in ep.values())
+    assert graph_requests <= 2 * entra.MAX_ATTEMPTS * 4
+    assert vault_requests <= 2 * (1 + 11)
 
     # The summary equals the sandbox's truth.
     assert summary["to_add"] == STORM_SIZE
@@ -98,8 +105,6 @@ def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_t
 def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow(
     connected, monkeypatch
 ) -> None:
-    from entra_provisioning.hooks import entra
-
     monkeypatch.setattr(entra, "BACKOFF_BASE_SECONDS", 0.01)
     ws = workspace(connected, groups=("Data Engineers",))
     # Two 500s (which msgraph-sdk's own middleware does not retry), then Graph recovers.
