@@ -91,6 +91,9 @@ def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_t
     vault_requests = sum(n for ep in counts["vault:kv-demo"].values() for n in ep.values())
     assert graph_requests <= 2 * entra.MAX_ATTEMPTS * 4
     assert vault_requests <= 2 * (1 + 11)
+    # Through every retry, the PAT went to the configured workspace and nowhere else.
+    workspace_origin = connected.workspace_host("ws-beta").split("//", 1)[1]
+    assert connected.hosts_for_token(connected.pat("ws-beta")) == {workspace_origin}
 
     # The summary equals the sandbox's truth.
     assert summary["to_add"] == STORM_SIZE
