@@ -103,3 +103,29 @@ def test_scim_filter_values_with_quotes_match_exactly_and_cannot_inject(connecte
         assert scim.find_user("CAROL.CHEN@contoso.com")["userName"] == "carol.chen@contoso.com"
     statuses = {e["status"] for e in connected.control.log(endpoint="scim.users.list")}
     assert statuses == {200}  # every filter was well-formed
+
+
+def test_scim_filter_escaping_round_trips_any_user_name(connected) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from([*"ab\"\\'()[]éü.+-_", " or ", " eq ", " pr ", '" or "1" eq "1'])
+    local = st.lists(pieces, min_size=1, max_size=8).map("".join)
+    made: set[str] = set()
+    with DatabricksScimHook(connected.workspace_host("ws-beta"), connected.pat("ws-beta")) as scim:
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(local.map(lambda text: f"{text.strip() or 'x'}@contoso.com"))
+        def round_trip(name: str) -> None:
+            key = name.lower()
+            if key not in made:
+                connected.control.add_workspace_user("ws-beta", name)
+                made.add(key)
+            found = scim.find_user(name)
+            assert found is not None and found["userName"] == key
+            # A name that differs only by a trailing quote or backslash matches nobody.
+            assert scim.find_user(name + '"') is None
+            assert scim.find_user(name + "\\") is None
+
+        round_trip()
+    assert {e["status"] for e in connected.control.log(endpoint="scim.users.list")} == {200}
