@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import re
 import socket
 import time
@@ -149,3 +151,19 @@ def test_empty_group_is_a_warning_and_the_run_succeeds(connected, caplog) -> Non
     assert warnings == ["Entra group 'Empty Group' has no members; nothing to provision from it"]
     assert summary["empty_groups"] == ["Empty Group"]
     assert summary["added"] == summary["to_add"] == summary["failed"] == 0
+
+
+def test_graph_unreachable(connected, monkeypatch) -> None:
+    from entra_provisioning.hooks import entra
+
+    monkeypatch.setattr(entra, "BACKOFF_BASE_SECONDS", 0.01)
+    connection = json.loads(os.environ["AIRFLOW_CONN_MSGRAPH_DEFAULT"])
+    connection["host"] = f"127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_MSGRAPH_DEFAULT", json.dumps(connection))
+    # Before the Graph retry policy this escaped as a raw httpx.ConnectError from inside msgraph-sdk.
+    with pytest.raises(entra.GraphUnavailableError) as info:
+        tasks.resolve_members(workspace(connected, groups=("Data Engineers",)))
+    assert one_message(info.value) == (
+        "Microsoft Graph kept failing while looking up Entra group 'Data Engineers' "
+        f"(ConnectError (connection failed), {entra.MAX_ATTEMPTS} attempts); Airflow will retry the task"
+    )
