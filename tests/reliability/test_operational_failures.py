@@ -167,3 +167,19 @@ def test_graph_unreachable(connected, monkeypatch) -> None:
         "Microsoft Graph kept failing while looking up Entra group 'Data Engineers' "
         f"(ConnectError (connection failed), {entra.MAX_ATTEMPTS} attempts); Airflow will retry the task"
     )
+
+
+def test_key_vault_unreachable(connected) -> None:
+    from entra_provisioning.hooks.key_vault import KeyVaultUnavailableError
+
+    vault = f"https://127.0.0.1:{closed_port()}"
+    ws = workspace(connected)
+    ws = type(ws)(**{**ws.__dict__, "pat_secret_url": f"{vault}/secrets/ws-beta-pat"})
+    started = time.monotonic()
+    # Before, this was SecretUnavailableError turned into AirflowFailException: no retry for an outage.
+    with pytest.raises(KeyVaultUnavailableError) as info:
+        tasks.fetch_token(ws)
+    assert time.monotonic() - started < 60
+    message = one_message(info.value)
+    assert message.startswith(f"Key Vault {vault} is unreachable: ")
+    assert "\n" not in message
