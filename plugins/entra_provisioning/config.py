@@ -12,7 +12,7 @@ import hashlib
 import re
 import reprlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -457,17 +457,14 @@ def _entry(
         else:
             values["name"] = name
 
-    url = merged.get("databricks_instance")
+    url = _url_field(
+        merged,
+        "databricks_instance",
+        out,
+        lambda u: _normalise_workspace_url(u, settings.allowed_workspace_hosts),
+    )
     if url is not None:
-        if not isinstance(url, str):
-            out.add("databricks_instance", f"must be a string, got {type(url).__name__}")
-        else:
-            try:
-                values["databricks_instance"] = _normalise_workspace_url(
-                    url.strip(), settings.allowed_workspace_hosts
-                )
-            except ValueError as exc:
-                out.add("databricks_instance", str(exc))
+        values["databricks_instance"] = url
 
     groups = merged.get("entra_groups")
     if groups is not None:
@@ -477,16 +474,9 @@ def _entry(
         elif parsed is not None:
             values["entra_groups"] = parsed
 
-    secret = merged.get("pat_secret_url")
+    secret = _url_field(merged, "pat_secret_url", out, lambda u: _checked_secret_url(u, settings))
     if secret is not None:
-        if not isinstance(secret, str):
-            out.add("pat_secret_url", f"must be a string, got {type(secret).__name__}")
-        else:
-            try:
-                parse_secret_url(secret.strip(), settings.allowed_key_vault_hosts)
-                values["pat_secret_url"] = secret.strip().rstrip("/")
-            except ValueError as exc:
-                out.add("pat_secret_url", str(exc))
+        values["pat_secret_url"] = secret
 
     values["schedule"] = _schedule(merged, values.get("name") or str(index), out)
 
@@ -542,6 +532,28 @@ def _entry(
     if len(problems) > before:
         return None
     return WorkspaceConfig(**values)
+
+
+def _url_field(
+    merged: Mapping[str, Any], key: str, out: _Collector, check: Callable[[str], str]
+) -> str | None:
+    """A URL-valued field: its string type, then ``check`` (which normalises it or raises ValueError)."""
+    value = merged.get(key)
+    if value is None:
+        return None  # reported as missing by the required-field check
+    if not isinstance(value, str):
+        out.add(key, f"must be a string, got {type(value).__name__}")
+        return None
+    try:
+        return check(value.strip())
+    except ValueError as exc:
+        out.add(key, str(exc))
+        return None
+
+
+def _checked_secret_url(url: str, settings: Settings) -> str:
+    parse_secret_url(url, settings.allowed_key_vault_hosts)
+    return url.rstrip("/")
 
 
 def _alias_of(key: str) -> str | None:
