@@ -6,8 +6,7 @@ absent, strictly one request at a time. Graph is read the sensible way (``$top=9
 It reuses one keep-alive HTTPS connection per host, which flatters it a little against a script that
 reconnects for every call.
 
-``sample`` processes every k-th member only (k = members / sample) and reports the mean cost per
-member, so a run too long to measure in full can be extrapolated: the script is sequential, so its
+``sample`` processes a seeded random sample of that many members and reports the mean cost per member, so a run too long to measure in full can be extrapolated: the script is sequential, so its
 time is the Graph part plus members × the mean per-member cost.
 """
 
@@ -61,6 +60,20 @@ def graph_members(http: Any, endpoints: dict[str, Any], group: str) -> list[dict
     return members
 
 
+def sample_of(items: list[Any], size: int | None) -> list[Any]:
+    """A seeded uniform random sample, in the original order.
+
+    Not a stride: a stride can line up with a pattern in the data (every 20th member missing, say) and
+    sample only one kind of member.
+    """
+    import random
+
+    if not size or size >= len(items):
+        return list(items)
+    picked = sorted(random.Random(20240601).sample(range(len(items)), size))
+    return [items[i] for i in picked]
+
+
 def user_name_of(member: dict[str, Any]) -> str | None:
     upn = (member.get("userPrincipalName") or "").lower()
     if "#ext#" in upn:
@@ -87,8 +100,7 @@ def run(
         started = time.perf_counter()
         members = [m for m in graph_members(http, endpoints, group) if m.get("accountEnabled") is not False]
         graph_done = time.perf_counter()
-        stride = max(1, len(members) // sample) if sample else 1
-        chosen = members[::stride]
+        chosen = sample_of(members, sample)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/scim+json"}
         for member in chosen:
             member_started = time.perf_counter()
@@ -119,14 +131,14 @@ def run(
     return {
         "members": len(members),
         "processed": len(chosen),
-        "sampled": stride > 1,
+        "sampled": len(chosen) < len(members),
         "graph_seconds": graph_done - started,
         "scim_seconds": finished - graph_done,
         "seconds": finished - started,
         "per_member_seconds": per_member,
         "cpu_seconds": cpu_seconds,
         # Per-member times, to check afterwards how well a sample would have predicted a full run.
-        "member_seconds": durations if stride == 1 else [],
+        "member_seconds": durations if len(chosen) == len(members) else [],
         # The script is sequential: its full run is the Graph part plus every member at the mean cost.
         "estimated_seconds": (graph_done - started) + per_member * len(members),
         **counts,

@@ -72,7 +72,7 @@ def scenarios(mode: str) -> list[Scenario]:
             Scenario("c", "5% missing", 40, "every20th", 8, 2000, 10),
             Scenario("e", "create limit binding", 10, "all", 4, 50, 0, {"rates": {"scim.users.create": 50}}),
         ]
-    # The baseline is sequential, so a stride sample predicts its full run well (checked on (a), which
+    # The baseline is sequential, so a random sample predicts its full run well (checked on (a), which
     # runs in full unless --quick); (b)-(d) in full would take another ~40 minutes.
     sample = 500
     return [
@@ -324,9 +324,10 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         base["requests_full_run"] = graph_requests + sc.members + sc.missing_count
         base["time"] = base["estimated_seconds"] if base["sampled"] else base["seconds"]
         if member_seconds and sc.members >= 4000:
-            # How well would the stride sample used elsewhere have predicted this full run?
-            stride = max(1, len(member_seconds) // 500)
-            picked = member_seconds[::stride]
+            # How well would the random sample used elsewhere have predicted this full run?
+            from bench.naive import sample_of
+
+            picked = sample_of(member_seconds, 500)
             base["sample_check"] = {
                 "sample": len(picked),
                 "estimated_seconds": base["graph_seconds"] + statistics.fmean(picked) * len(member_seconds),
@@ -514,7 +515,7 @@ def report(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"Extrapolation check on ({r['scenario']}): the baseline ran in full ({_fmt_s(c['measured_seconds'])}); "
-            f"a {c['sample']:,}-member stride sample of that same run predicts {_fmt_s(c['estimated_seconds'])} "
+            f"a {c['sample']:,}-member random sample of that same run predicts {_fmt_s(c['estimated_seconds'])} "
             f"({err:+.1%}).",
         ]
     memory = results.get("memory", {})
