@@ -64,7 +64,8 @@ def escape_odata_string(value: str) -> str:
 def _odata_error(exc: Exception) -> tuple[int | None, str]:
     status = getattr(exc, "response_status_code", None)
     error = getattr(exc, "error", None)
-    message = getattr(error, "message", None) or str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = str(exc).strip()
+    message = getattr(error, "message", None) or (text.splitlines()[0] if text else "")
     return status, message or type(exc).__name__
 
 
@@ -123,39 +124,54 @@ class EntraGroupsHook(BaseHook):
         :raises GraphUnavailableError: when the call still fails transiently after the last attempt, or
             Graph asks to wait longer than :data:`MAX_RETRY_AFTER_SECONDS`.
         """
-        attempt = 0
-        while True:
-            attempt += 1
+        import tenacity
+
+        async def attempt() -> _T:
             try:
                 return await call()
             except Exception as exc:
-                if not _is_transient(exc):
-                    raise
-                hint = _retry_after(exc)
+                hint = _retry_after(exc) if _is_transient(exc) else None
                 if hint is not None and hint > MAX_RETRY_AFTER_SECONDS:
                     raise GraphUnavailableError(
                         f"Microsoft Graph asked to retry {what} after {hint:.0f} s, more than the "
                         f"{MAX_RETRY_AFTER_SECONDS:.0f} s ceiling; failing so that Airflow can retry the task later"
                     ) from None
-                if attempt >= MAX_ATTEMPTS:
-                    raise GraphUnavailableError(
-                        f"Microsoft Graph kept failing while {what} ({_describe(exc)}, {attempt} attempts); "
-                        "Airflow will retry the task"
-                    ) from None
-                self.retries += 1
-                delay = (
-                    hint
-                    if hint is not None
-                    else min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-                )
-                self.log.info(
-                    "Graph call failed while %s (%s); attempt %d of %d",
-                    what,
-                    _describe(exc),
-                    attempt,
-                    MAX_ATTEMPTS,
-                )
-                await asyncio.sleep(delay)
+                raise
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            hint = _retry_after(exc) if exc is not None else None
+            if hint is not None:
+                return hint
+            return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (state.attempt_number - 1))
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            self.log.info(
+                "Graph call failed while %s (%s); attempt %d of %d",
+                what,
+                _describe(exc) if isinstance(exc, Exception) else "unknown error",
+                state.attempt_number,
+                MAX_ATTEMPTS,
+            )
+
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(MAX_ATTEMPTS),
+            wait=wait,
+            retry=tenacity.retry_if_exception(_is_transient),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except Exception as exc:
+            if not _is_transient(exc):
+                raise
+            raise GraphUnavailableError(
+                f"Microsoft Graph kept failing while {what} ({_describe(exc)}, {MAX_ATTEMPTS} attempts); "
+                "Airflow will retry the task"
+            ) from None
 
     async def _client(self, provider_hook: Any) -> tuple[GraphServiceClient, str]:
         from msgraph import GraphServiceClient
