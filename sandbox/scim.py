@@ -442,14 +442,18 @@ class ScimApp(SystemApp):
     def _touch(directory: ScimDirectory) -> None:
         directory.version += 1
 
-    def _paged(self, ctx: Ctx, directory: ScimDirectory, resources: list[dict[str, Any]]) -> Response:
+    @staticmethod
+    def _page_window(ctx: Ctx, directory: ScimDirectory) -> tuple[int, int]:
+        """``startIndex`` (1-based) and ``count``, the latter capped by the server's page size."""
         start = max(1, _int_param(ctx, "startIndex", 1))
-        count = _int_param(ctx, "count", directory.limits.page_cap)
-        count = max(0, min(count, directory.limits.page_cap))
-        chunk = resources[start - 1 : start - 1 + count]
+        count = max(0, min(_int_param(ctx, "count", directory.limits.page_cap), directory.limits.page_cap))
+        return start, count
+
+    @staticmethod
+    def _list_response(ctx: Ctx, start: int, total: int, chunk: list[dict[str, Any]]) -> Response:
         attributes, excluded = ctx.query("attributes"), ctx.query("excludedAttributes")
         body: dict[str, Any] = {
-            "totalResults": len(resources),
+            "totalResults": total,
             "startIndex": start,
             "itemsPerPage": len(chunk),
             "schemas": [LIST_SCHEMA],
@@ -457,6 +461,10 @@ class ScimApp(SystemApp):
         if chunk:
             body["Resources"] = [_project(r, attributes, excluded) for r in chunk]
         return json_response(body)
+
+    def _paged(self, ctx: Ctx, directory: ScimDirectory, resources: list[dict[str, Any]]) -> Response:
+        start, count = self._page_window(ctx, directory)
+        return self._list_response(ctx, start, len(resources), resources[start - 1 : start - 1 + count])
 
     # ------------------------------------------------------------------ host metadata
     async def host_config(self, ctx: Ctx) -> Response:
@@ -505,19 +513,9 @@ class ScimApp(SystemApp):
 
     def _paged_ids(self, ctx: Ctx, directory: ScimDirectory, ids: list[str]) -> Response:
         """Unfiltered, unsorted lists: build views only for the page, so 100k users page cheaply."""
-        start = max(1, _int_param(ctx, "startIndex", 1))
-        count = max(0, min(_int_param(ctx, "count", directory.limits.page_cap), directory.limits.page_cap))
+        start, count = self._page_window(ctx, directory)
         chunk = [self._user_view(directory, directory.users[i]) for i in ids[start - 1 : start - 1 + count]]
-        attributes, excluded = ctx.query("attributes"), ctx.query("excludedAttributes")
-        body: dict[str, Any] = {
-            "totalResults": len(ids),
-            "startIndex": start,
-            "itemsPerPage": len(chunk),
-            "schemas": [LIST_SCHEMA],
-        }
-        if chunk:
-            body["Resources"] = [_project(r, attributes, excluded) for r in chunk]
-        return json_response(body)
+        return self._list_response(ctx, start, len(ids), chunk)
 
     async def get_user(self, ctx: Ctx) -> Response:
         def run(directory: ScimDirectory, _owner: PatToken) -> Response:
