@@ -148,14 +148,13 @@ def add_missing_users(
             # A throttling ceiling or an outage propagates to Airflow's retries; nothing is lost, because
             # the next attempt lists users again and adds only what is still missing.
             try:
-                results = scim.create_users(plan.to_add)
+                outcome = scim.create_users(plan.to_add)
             except ScimAuthError as exc:
                 raise _fail(exc) from None
-            outcome = CreateOutcome(added=results.added, existed=results.existed, failed=results.failed)
-            if results.throttled_responses:
-                log.info("Databricks throttled %d request(s); they were retried", results.throttled_responses)
+            if scim.throttled_responses:
+                log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
         elif not dry_run:
-            outcome = CreateOutcome(added=[], existed=[], failed={})
+            outcome = CreateOutcome()
 
     summary = build_summary(resolution, plan, outcome, dry_run=dry_run)
     log.info("Run summary for %s:\n%s", ws.name, summary.render_table())

@@ -80,9 +80,9 @@ def test_rate_limited_creates_honour_retry_after_and_all_land(sandbox_env) -> No
     with hook(sandbox_env, max_concurrency=4, max_creates_per_second=100) as scim:
         results = scim.create_users(people)
     assert len(results.added) == 12 and not results.failed
-    assert results.throttled_responses > 0
+    assert scim.throttled_responses > 0
     creates = sandbox_env.control.counts()["workspace:ws-alpha"]["scim.users.create"]
-    assert creates.get("201") == 12 and creates.get("429", 0) == results.throttled_responses
+    assert creates.get("201") == 12 and creates.get("429", 0) == scim.throttled_responses
 
 
 def test_concurrency_limit_answered_as_500_request_limit_exceeded_is_retried(sandbox_env) -> None:
@@ -101,7 +101,7 @@ def test_pacing_keeps_a_client_under_the_server_limit(sandbox_env) -> None:
     with hook(sandbox_env, max_concurrency=4, max_creates_per_second=15) as scim:
         results = scim.create_users([member(f"paced{i}@contoso.com") for i in range(20)])
     assert len(results.added) == 20
-    assert results.throttled_responses == 0
+    assert scim.throttled_responses == 0
 
 
 def test_account_api_lists_with_100_per_page_and_creates(sandbox_env) -> None:

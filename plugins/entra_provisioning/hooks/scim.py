@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning.errors import ProvisioningError
 from entra_provisioning.plan import ExistingUser, Member
+from entra_provisioning.summary import CreateOutcome
 
 if TYPE_CHECKING:
     import httpx
@@ -86,16 +87,6 @@ class ScimResponse:
     body: Any
     attempts: int
     ambiguous_retry: bool = False
-
-
-@dataclass
-class CreateResults:
-    """What happened to each create: counts are exact, reasons are per userName."""
-
-    added: list[str] = field(default_factory=list)
-    existed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    throttled_responses: int = 0
 
 
 class Pacer:
@@ -458,14 +449,14 @@ class DatabricksScimHook(BaseHook):
         detail = response.body.get("detail") if isinstance(response.body, dict) else None
         return "failed", f"HTTP {response.status}: {detail or 'no detail'}"
 
-    def create_users(self, members: Iterable[Member], entitlements: Iterable[str] = ()) -> CreateResults:
+    def create_users(self, members: Iterable[Member], entitlements: Iterable[str] = ()) -> CreateOutcome:
         """Create users with bounded concurrency; one user's failure never stops the others.
 
         :raises ScimAuthError: when the token is refused; nothing more is attempted.
         :raises ScimThrottleCeilingError, ScimUnreachableError: likewise, for a wait over the ceiling or
             a workspace that stopped answering.
         """
-        results = CreateResults()
+        results = CreateOutcome()
         lock = threading.Lock()
         ents = tuple(entitlements)
         abort: list[BaseException] = []
@@ -495,7 +486,6 @@ class DatabricksScimHook(BaseHook):
         with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="scim-create") as pool:
             for _ in pool.map(one, members):
                 pass
-        results.throttled_responses = self.throttled_responses
         if abort:
             raise abort[0]
         results.added.sort()
