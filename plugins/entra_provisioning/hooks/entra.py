@@ -18,6 +18,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning.config import is_object_id
 from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -34,8 +35,6 @@ MAX_ATTEMPTS = 5
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
-#: A Retry-After beyond this fails the task (Airflow retries it later) instead of sleeping inside it.
-MAX_RETRY_AFTER_SECONDS = 120.0
 
 _T = TypeVar("_T")
 
@@ -71,13 +70,8 @@ def _odata_error(exc: Exception) -> tuple[int | None, str]:
 
 def _retry_after(exc: BaseException) -> float | None:
     headers = getattr(exc, "response_headers", None) or {}
-    for key, value in dict(headers).items():
-        if str(key).lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
-    return None
+    value = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    return parse_retry_after(value)
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -15,6 +15,7 @@ from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning.config import SecretRef, parse_secret_url
 from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -22,8 +23,7 @@ if TYPE_CHECKING:
 DEFAULT_AUTHORITY = "login.microsoftonline.com"
 
 #: Key Vault's retry policy, declared once. azure-core sleeps for whatever ``Retry-After`` says; beyond
-#: this we fail the task (Airflow retries it later) instead of holding a worker slot asleep for hours.
-MAX_RETRY_AFTER_SECONDS = 120.0
+#: MAX_RETRY_AFTER_SECONDS we fail the task (Airflow retries it later) instead.
 #: azure-core gives up after 3 error statuses by default; throttled vaults answer 429 in bursts, and the
 #: challenge round trip is one more request that can be throttled, so allow as many as SCIM does.
 MAX_STATUS_RETRIES = 5

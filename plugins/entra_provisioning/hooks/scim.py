@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from entra_provisioning.plan import ExistingUser, Member
 from entra_provisioning.summary import CreateOutcome
 
@@ -40,7 +41,6 @@ ADMINS_GROUP = "admins"
 
 #: Retry policy, declared once: bounded attempts and a bounded total wait per request.
 MAX_ATTEMPTS = 6
-MAX_RETRY_AFTER_SECONDS = 120.0
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 TIMEOUT_SECONDS = 60.0
@@ -119,21 +119,6 @@ class Pacer:
 def escape_filter_value(value: str) -> str:
     """Quote a value for a SCIM filter (``userName eq "…"``): backslashes and double quotes escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -315,7 +300,7 @@ class DatabricksScimHook(BaseHook):
             if _is_throttled(response):
                 with self._count_lock:
                     self.throttled_responses += 1
-                hint = _retry_after(response)
+                hint = parse_retry_after(response.headers.get("Retry-After"))
                 # Check the ceiling before touching the shared pacer: pushing it hours ahead would park
                 # every other create worker that long, even though this task is about to fail.
                 self._wait_seconds(1, hint)
