@@ -7,11 +7,9 @@ entry (index and name) and the field, so whoever edits the file fixes it in one 
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import re
 import reprlib
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,21 @@ from urllib.parse import urlsplit
 import yaml
 
 from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.identities import USER_NAME_ATTRIBUTES, is_object_id
+from entra_provisioning.urls import SecretRef, host_allowed, https_origin, parse_secret_url
+
+__all__ = [
+    "ConfigError",
+    "ProvisioningConfig",
+    "SecretRef",
+    "Settings",
+    "WorkspaceConfig",
+    "host_allowed",
+    "is_object_id",
+    "load_config",
+    "parse_config",
+    "parse_secret_url",
+]
 
 DAG_ID_PREFIX = "entra_provisioning__"
 
@@ -34,8 +47,6 @@ DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = ("*.vault.azure.net",)
 #: The seed's script ran "XX times per day"; four evenly spaced runs is our default.
 DEFAULT_RUNS_PER_DAY = 4
 
-USER_NAME_ATTRIBUTES = ("userPrincipalName", "mail")
-
 #: The per-workspace script's parameter names, accepted unchanged so teams can paste them.
 ALIASES: Mapping[str, str] = {
     "databricksInstance": "databricks_instance",
@@ -46,7 +57,6 @@ ALIASES: Mapping[str, str] = {
 CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_SECRET_PATH_RE = re.compile(r"^/secrets/(?P<name>[0-9A-Za-z-]{1,127})(?:/(?P<version>[0-9A-Za-z]{32}))?/?$")
 _TAG_RE = re.compile(r"^[\w .:/-]{1,100}$")
 
 # Messages quote the offending value. A plain repr of a value built from YAML aliases can be exponentially
@@ -58,19 +68,6 @@ _QUOTE.maxlevel, _QUOTE.maxstring, _QUOTE.maxother = 2, 120, 120
 def _show(value: Any) -> str:
     """A short, bounded repr of a user-supplied value for an error message."""
     return _QUOTE.repr(value)
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """A Key Vault secret reference parsed from its URL."""
-
-    vault_url: str
-    name: str
-    version: str | None = None
-
-    @property
-    def vault_host(self) -> str:
-        return urlsplit(self.vault_url).netloc
 
 
 @dataclass(frozen=True)
@@ -222,60 +219,13 @@ def _read_yaml(path: str, text: str) -> Any:
 # ------------------------------------------------------------------------------------- field checks
 
 
-def parse_secret_url(url: str, allowed_hosts: tuple[str, ...] | None = None) -> SecretRef:
-    """Split a Key Vault secret URL into vault, name and optional version.
-
-    :param url: ``https://<vault>.vault.azure.net/secrets/<name>[/<version>]``
-    :param allowed_hosts: host patterns the vault must match; ``None`` skips the host check.
-    :raises ValueError: when the URL is not a Key Vault secret URL.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        raise ValueError("must be an https:// URL")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("must not carry a query, fragment or credentials")
-    _check_port(parts)
-    match = _SECRET_PATH_RE.match(parts.path)
-    if not parts.hostname or not match:
-        raise ValueError(
-            "must be a Key Vault secret URL like https://<vault>.vault.azure.net/secrets/<name>[/<version>]"
-        )
-    if allowed_hosts is not None and not host_allowed(parts.hostname, allowed_hosts):
-        raise ValueError(
-            f"vault host {parts.hostname!r} is not in settings.allowed_key_vault_hosts {list(allowed_hosts)}"
-        )
-    return SecretRef(f"https://{parts.netloc}", match["name"], match["version"])
-
-
-def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``host`` matches one of the allow-list patterns (``*.suffix`` or an exact host)."""
-    host = host.lower().rstrip(".")
-    return any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in patterns)
-
-
-def _check_port(parts: Any) -> None:
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-
-
 def _normalise_workspace_url(url: str, allowed_hosts: tuple[str, ...]) -> str:
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        raise ValueError("must be an https:// URL (the token must never travel in clear text)")
-    if not parts.hostname:
-        raise ValueError("must be a URL like https://adb-<id>.<n>.azuredatabricks.net")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("must not carry a query, fragment or credentials")
-    if parts.path not in ("", "/"):
-        raise ValueError("must be the workspace URL alone, without a path")
-    _check_port(parts)
-    if not host_allowed(parts.hostname, allowed_hosts):
+    origin = https_origin(url, example="https://adb-<id>.<n>.azuredatabricks.net")
+    if not host_allowed(origin.host, allowed_hosts):
         raise ValueError(
-            f"host {parts.hostname!r} is not in settings.allowed_workspace_hosts {list(allowed_hosts)}"
+            f"host {origin.host!r} is not in settings.allowed_workspace_hosts {list(allowed_hosts)}"
         )
-    return f"https://{parts.netloc.lower()}"
+    return origin.url
 
 
 def runs_per_day_to_cron(runs: int, name: str) -> str:
@@ -552,7 +502,11 @@ def _url_field(
 
 
 def _checked_secret_url(url: str, settings: Settings) -> str:
-    parse_secret_url(url, settings.allowed_key_vault_hosts)
+    ref = parse_secret_url(url)
+    host = urlsplit(ref.vault_url).hostname or ""
+    allowed = settings.allowed_key_vault_hosts
+    if not host_allowed(host, allowed):
+        raise ValueError(f"vault host {host!r} is not in settings.allowed_key_vault_hosts {list(allowed)}")
     return url.rstrip("/")
 
 
@@ -653,12 +607,3 @@ def load_config(path: str | Path) -> ProvisioningConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(shown, [Problem(f"not UTF-8 text (byte {exc.start})")]) from None
     return parse_config(text, shown)
-
-
-def is_object_id(group: str) -> bool:
-    """Whether a configured group is an Entra object id (GUID) rather than a display name."""
-    try:
-        uuid.UUID(group)
-    except ValueError:
-        return False
-    return len(group) == 36

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.identities import USER_NAME_ATTRIBUTES, ExistingUser, Member
 
 __all__ = [
     "RECORD_VERSION",
@@ -33,9 +34,6 @@ __all__ = [
     "map_user_name",
     "resolve_members",
 ]
-
-#: Graph attributes a Databricks ``userName`` may be taken from.
-USER_NAME_ATTRIBUTES: tuple[str, ...] = ("userPrincipalName", "mail")
 
 #: Bumped whenever the compact record layout changes, so a task never misreads an older XCom.
 RECORD_VERSION = 1
@@ -65,23 +63,6 @@ _SAME_AS_USER_NAME = 0
 
 # Records store reasons by position to stay small; the order is part of the record format.
 _REASONS: tuple[SkipReason, ...] = tuple(SkipReason)
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """An Entra user who should exist in the workspace.
-
-    :param object_id: Entra object id; sent to Databricks as ``externalId``.
-    :param user_name: The Databricks ``userName``: stripped and lower-cased.
-    :param display_name: Graph ``displayName``, or the ``userName`` when Graph has none, so a create
-        always has something readable to send.
-    :param groups: Configured groups (as written in config) the user was found in, sorted.
-    """
-
-    object_id: str
-    user_name: str
-    display_name: str
-    groups: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,20 +347,6 @@ def _rejected_value(obj: Mapping[str, Any], user_name_attribute: str) -> str:
     if user_name_attribute == "userPrincipalName" and _GUEST_UPN_MARKER in value.lower():
         return f"mail={_text(obj.get('mail'))!r} (guest UPN {value})"
     return f"{user_name_attribute}={value!r}"
-
-
-@dataclass(frozen=True, slots=True)
-class ExistingUser:
-    """A user already in the Databricks workspace, as the SCIM list returns it.
-
-    :param id: Databricks SCIM id.
-    :param user_name: SCIM ``userName``.
-    :param external_id: SCIM ``externalId`` (the Entra object id when this package created the user).
-    """
-
-    id: str
-    user_name: str
-    external_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,10 @@ Pure like :mod:`entra_provisioning.plan`: it only arranges what the plan and the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from entra_provisioning.identities import CreateOutcome
 from entra_provisioning.plan import Plan, Resolution
 
 __all__ = ["DEFAULT_LIST_LIMIT", "MAX_REASON_CHARS", "CreateOutcome", "RunSummary", "build_summary"]
@@ -19,21 +20,6 @@ DEFAULT_LIST_LIMIT = 1000
 # Failure reasons often carry a server response body (sometimes a whole HTML error page); the summary
 # keeps enough to diagnose and leaves the full text to the task log.
 MAX_REASON_CHARS = 300
-
-
-@dataclass(frozen=True, slots=True)
-class CreateOutcome:
-    """What the SCIM creates did.
-
-    :param added: ``userName`` of each user created (201).
-    :param existed: ``userName`` of each create answered 409: the user existed after all (e.g. added by
-        someone else since the list, or a retried create whose first attempt landed).
-    :param failed: ``{userName: reason}`` for each create that failed for good.
-    """
-
-    added: list[str] = field(default_factory=list)
-    existed: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _more_marker(hidden: int) -> str:

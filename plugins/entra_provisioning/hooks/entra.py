@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
-from entra_provisioning.config import is_object_id
 from entra_provisioning.errors import ProvisioningError
 from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from entra_provisioning.identities import is_object_id
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient

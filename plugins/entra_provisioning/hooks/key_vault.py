@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from entra_provisioning.config import SecretRef, parse_secret_url
 from entra_provisioning.errors import ProvisioningError
 from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS
+from entra_provisioning.urls import SecretRef, parse_secret_url
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning.errors import ProvisioningError
 from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
-from entra_provisioning.plan import ExistingUser, Member
-from entra_provisioning.summary import CreateOutcome
+from entra_provisioning.identities import CreateOutcome, ExistingUser, Member
+from entra_provisioning.urls import https_origin
 
 if TYPE_CHECKING:
     import httpx
@@ -171,25 +170,13 @@ class DatabricksScimHook(BaseHook):
         timeout: float = TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
-        parts = urlsplit(host)
         try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if (
-            parts.scheme != "https"
-            or not parts.hostname
-            or parts.path not in ("", "/")
-            or parts.username is not None
-            or port == -1
-        ):
-            raise ScimError(f"SCIM host must be an https:// origin without a path, got {host!r}")
-        # Normalised as httpx normalises request URLs (lower-case host, no default port), so that the
-        # origin check compares like with like: 'https://Host:443' must not refuse its own requests.
-        self._host = parts.hostname.lower()
-        self._port = port or 443
-        shown_host = f"[{self._host}]" if ":" in self._host else self._host
-        self.origin = f"https://{shown_host}" + ("" if self._port == 443 else f":{self._port}")
+            origin = https_origin(host)
+        except ValueError as exc:
+            raise ScimError(
+                f"SCIM host must be an https:// origin without a path, got {host!r}: {exc}"
+            ) from None
+        self._host, self._port, self.origin = origin.host, origin.port, origin.url
         self.base_path = (
             ACCOUNT_SCIM_PATH.format(account_id=account_id) if account_id else WORKSPACE_SCIM_PATH
         )
