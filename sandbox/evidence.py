@@ -51,6 +51,7 @@ class RequestLog:
         duration_ms: float,
         token_sha256: str | None,
         fault: str | None,
+        user_agent: str | None = None,
     ) -> None:
         with self._lock:
             self._seq += 1
@@ -68,6 +69,7 @@ class RequestLog:
                     "duration_ms": round(duration_ms, 3),
                     "token_sha256": token_sha256,
                     "fault": fault,
+                    "user_agent": user_agent,
                 }
             )
             self._counts[(system, endpoint, str(status))] += 1

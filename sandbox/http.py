@@ -249,6 +249,7 @@ class SystemApp:
                     duration_ms=(time.perf_counter() - started) * 1000,
                     token_sha256=token_sha,
                     fault=fault,
+                    user_agent=request.headers.get("user-agent"),
                 )
 
     @staticmethod

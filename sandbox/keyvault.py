@@ -98,7 +98,7 @@ class VaultApp(SystemApp):
                             f"The user, group or application 'appid={ident.client_id};oid={ident.object_id}' "
                             f"does not have secrets get permission on key vault '{self.vault_name}'."
                         ),
-                        "innerError": {"code": "AccessDenied"},
+                        "innererror": {"code": "AccessDenied"},
                     }
                 },
                 403,
@@ -157,7 +157,7 @@ class VaultApp(SystemApp):
                     "error": {
                         "code": "Forbidden",
                         "message": "Operation get is not allowed on a disabled secret.",
-                        "innerError": {"code": "SecretDisabled"},
+                        "innererror": {"code": "SecretDisabled"},
                     }
                 },
                 403,

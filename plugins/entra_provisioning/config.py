@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.errors import PermanentError
 from entra_provisioning.identities import USER_NAME_ATTRIBUTES, is_object_id
 from entra_provisioning.urls import SecretRef, host_allowed, https_origin, parse_secret_url
 
@@ -146,7 +146,7 @@ class Problem:
         return ": ".join([*where, self.message])
 
 
-class ConfigError(ProvisioningError):
+class ConfigError(PermanentError):
     """The workspaces file is unusable; ``problems`` lists every reason."""
 
     def __init__(self, path: str, problems: list[Problem]) -> None:

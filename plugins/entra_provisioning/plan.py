@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.errors import PermanentError
 from entra_provisioning.identities import USER_NAME_ATTRIBUTES, ExistingUser, Member
 
 __all__ = [
@@ -451,7 +451,7 @@ def build_plan(
     )
 
 
-class GuardExceeded(ProvisioningError):
+class GuardExceeded(PermanentError):
     """The plan would add more users than a run is allowed to.
 
     :param to_add: Number of users the plan would add.

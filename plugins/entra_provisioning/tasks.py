@@ -8,37 +8,54 @@ and outages are left to Airflow's retries, which are safe because every run re-r
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from entra_provisioning.config import WorkspaceConfig
-from entra_provisioning.errors import ProvisioningError
+from entra_provisioning.errors import PermanentError, TransientError
 from entra_provisioning.plan import Resolution, build_plan, check_guard
 from entra_provisioning.plan import resolve_members as resolve_plan_members
 from entra_provisioning.summary import CreateOutcome, build_summary
 
 log = logging.getLogger(__name__)
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
-def _fail(exc: ProvisioningError) -> BaseException:
-    """Turn our error into a task failure Airflow will not retry, keeping the one clear message."""
-    from airflow.sdk.exceptions import AirflowFailException
 
-    return AirflowFailException(str(exc))
+class UsersNotAddedError(TransientError):
+    """Some users could not be added while the others were; a retry adds only what is still missing."""
+
+
+def task_errors(body: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Fail a task the way its error's branch says, with the error's one-line message.
+
+    A :class:`PermanentError` becomes ``AirflowFailException`` (Airflow does not retry it); a
+    :class:`TransientError` propagates as it is, for Airflow's task retries. Raised ``from None`` either way:
+    the task log shows the message, not an SDK traceback under it.
+    """
+
+    @functools.wraps(body)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return body(*args, **kwargs)
+        except PermanentError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
+
+    return wrapper
 
 
 def _read_token(ws: WorkspaceConfig, version: str | None = None) -> tuple[str, Any]:
     from airflow.sdk.log import mask_secret
 
-    from entra_provisioning.hooks.key_vault import KeyVaultSecretHook, SecretUnavailableError
+    from entra_provisioning.hooks.key_vault import KeyVaultSecretHook
 
-    try:
-        token, facts = KeyVaultSecretHook(azure_conn_id=ws.azure_conn_id).get_secret(
-            ws.pat_secret_url, version
-        )
-    except SecretUnavailableError as exc:
-        raise _fail(exc) from None
+    token, facts = KeyVaultSecretHook(azure_conn_id=ws.azure_conn_id).get_secret(ws.pat_secret_url, version)
     mask_secret(token)
     return token, facts
 
@@ -54,10 +71,9 @@ def _scim_hook(ws: WorkspaceConfig, token: str) -> Any:
     )
 
 
+@task_errors
 def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
     """Read the PAT, check it is usable and belongs to a workspace admin; return facts, not the token."""
-    from entra_provisioning.hooks.scim import ScimAuthError
-
     token, facts = _read_token(ws)
     result = facts.to_dict()
     if facts.expires_on is not None:
@@ -71,10 +87,7 @@ def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
                 facts.expires_on.isoformat(),
             )
     with _scim_hook(ws, token) as scim:
-        try:
-            admin = scim.check_admin()
-        except ScimAuthError as exc:
-            raise _fail(exc) from None
+        admin = scim.check_admin()
     result["admin_user_name"] = admin
     result["workspace"] = ws.databricks_instance
     log.info(
@@ -87,17 +100,13 @@ def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
     return result
 
 
+@task_errors
 def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     """List the configured groups' transitive members and map them to Databricks userNames."""
-    from entra_provisioning.hooks.entra import EntraGroupsHook, GraphError, GraphUnavailableError
+    from entra_provisioning.hooks.entra import EntraGroupsHook
 
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
-    try:
-        objects = hook.members_by_group(ws.entra_groups)
-    except GraphUnavailableError:
-        raise  # throttling or an outage: Airflow's retries try again later
-    except GraphError as exc:
-        raise _fail(exc) from None
+    objects = hook.members_by_group(ws.entra_groups)
     resolution = resolve_plan_members(objects, ws.user_name_attribute)
     for group in resolution.empty_groups:
         log.warning("Entra group %r has no members; nothing to provision from it", group)
@@ -112,13 +121,11 @@ def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     return resolution.to_record()
 
 
+@task_errors
 def add_missing_users(
     ws: WorkspaceConfig, token_facts: dict[str, Any], members: dict[str, Any], params: dict[str, Any]
 ) -> dict[str, Any]:
     """Create the members the workspace lacks (add-only) and return the run summary."""
-    from entra_provisioning.hooks.scim import ScimAuthError, ScimError
-    from entra_provisioning.plan import GuardExceeded
-
     dry_run = bool(params.get("dry_run", False))
     override = params.get("max_new_users_per_run")
     limit = ws.max_new_users_per_run if override is None else int(override)
@@ -127,10 +134,7 @@ def add_missing_users(
     # Pin the version fetch_token checked, so one run uses one token even if it is rotated meanwhile.
     token, _ = _read_token(ws, token_facts.get("secret_version") or None)
     with _scim_hook(ws, token) as scim:
-        try:
-            existing = scim.list_users()
-        except ScimAuthError as exc:
-            raise _fail(exc) from None
+        existing = scim.list_users()
         plan = build_plan(resolution, existing)
         log.info(
             "Workspace has %d user(s); %d member(s) already present, %d to add, %d drift",
@@ -139,18 +143,12 @@ def add_missing_users(
             len(plan.to_add),
             len(plan.drift),
         )
-        try:
-            check_guard(plan, limit)
-        except GuardExceeded as exc:
-            raise _fail(exc) from None
+        check_guard(plan, limit)
         outcome: CreateOutcome | None = None
         if not dry_run and plan.to_add:
             # A throttling ceiling or an outage propagates to Airflow's retries; nothing is lost, because
             # the next attempt lists users again and adds only what is still missing.
-            try:
-                outcome = scim.create_users(plan.to_add)
-            except ScimAuthError as exc:
-                raise _fail(exc) from None
+            outcome = scim.create_users(plan.to_add)
             if scim.throttled_responses:
                 log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
         elif not dry_run:
@@ -160,7 +158,7 @@ def add_missing_users(
     log.info("Run summary for %s:\n%s", ws.name, summary.render_table())
     if outcome is not None and outcome.failed:
         failures = "; ".join(f"{name}: {reason}" for name, reason in sorted(outcome.failed.items())[:50])
-        raise ScimError(
+        raise UsersNotAddedError(
             f"{len(outcome.failed)} user(s) could not be added (the others were): {failures}. "
             "A retry adds only what is still missing."
         )

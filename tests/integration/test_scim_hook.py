@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from entra_provisioning.hooks.scim import DatabricksScimHook, ScimAuthError
+from entra_provisioning.hooks.scim import SCIM_RETRY_POLICY, DatabricksScimHook, ScimAuthError
 from entra_provisioning.plan import Member
 
 
@@ -14,7 +14,6 @@ def member(name: str, oid: str | None = None) -> Member:
 
 def hook(sandbox, workspace: str = "ws-alpha", **kwargs) -> DatabricksScimHook:
     kwargs.setdefault("max_creates_per_second", 200)
-    kwargs.setdefault("backoff_base", 0.05)
     return DatabricksScimHook(sandbox.workspace_host(workspace), sandbox.pat(workspace), **kwargs)
 
 
@@ -89,7 +88,8 @@ def test_concurrency_limit_answered_as_500_request_limit_exceeded_is_retried(san
     sandbox_env.control.set_workspace_limits("ws-alpha", max_concurrent=1, concurrent_limit_status=500)
     sandbox_env.control.set_faults([{"system": "workspace:ws-alpha", "endpoint": "scim.users.create", "latency_ms": 30}])
     people = [member(f"conc{i}@contoso.com") for i in range(8)]
-    with hook(sandbox_env, max_concurrency=4) as scim:
+    # The real policy's back-off: a refusal without Retry-After is what the back-off itself has to space out.
+    with hook(sandbox_env, max_concurrency=4, retry_policy=SCIM_RETRY_POLICY) as scim:
         results = scim.create_users(people)
     assert len(results.added) == 8 and not results.failed
     statuses = sandbox_env.control.counts()["workspace:ws-alpha"]["scim.users.create"]
@@ -106,7 +106,7 @@ def test_pacing_keeps_a_client_under_the_server_limit(sandbox_env) -> None:
 
 def test_account_api_lists_with_100_per_page_and_creates(sandbox_env) -> None:
     host, account = sandbox_env.account_host, sandbox_env.account_id
-    with DatabricksScimHook(host, sandbox_env.pat("account"), account_id=account, backoff_base=0.05) as scim:
+    with DatabricksScimHook(host, sandbox_env.pat("account"), account_id=account) as scim:
         results = scim.create_users([member(f"acct{i}@contoso.com") for i in range(3)])
         users = scim.list_users()
     assert len(results.added) == 3

@@ -13,8 +13,8 @@ import pytest
 
 from entra_provisioning import tasks
 from entra_provisioning.hooks import entra
-from entra_provisioning.hooks.key_vault import KeyVaultUnavailableError
-from entra_provisioning.hooks.scim import MAX_ATTEMPTS, DatabricksScimHook, ScimThrottleCeilingError
+from entra_provisioning.hooks.key_vault import KeyVaultSecretHook, KeyVaultUnavailableError
+from entra_provisioning.hooks.scim import DatabricksScimHook, ScimThrottleCeilingError
 
 from .conftest import seed_with, team, workspace
 
@@ -82,15 +82,16 @@ def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_t
     # No create succeeded twice: one 201 per new user, and no 409 (nobody else created them).
     assert creates["201"] == STORM_SIZE
     assert creates["409"] == 0
-    # Retries are bounded: at most MAX_ATTEMPTS POSTs per user, and the run ends in bounded time.
-    assert sum(creates.values()) <= STORM_SIZE * MAX_ATTEMPTS
+    # Retries are bounded: at most the policy's attempts of POSTs per user, and the run ends in bounded time.
+    assert sum(creates.values()) <= STORM_SIZE * DatabricksScimHook.default_retry_policy.attempts
     assert elapsed < 180
-    # Graph: two logical calls (group look-up, one member page), each at most entra.MAX_ATTEMPTS tries of
-    # msgraph-sdk's own 1 + 3. Key Vault: two reads, each at most a challenge plus azure-core's 1 + 10.
+    # One retry layer per system: Graph's two logical calls (group look-up, one member page) cost at most
+    # the policy's attempts each (kiota's own retries are off); each of the two Key Vault reads costs at
+    # most its attempts plus the one unauthenticated challenge request (azure-core's retries are off).
     graph_requests = sum(n for ep in counts["graph"].values() for n in ep.values())
     vault_requests = sum(n for ep in counts["vault:kv-demo"].values() for n in ep.values())
-    assert graph_requests <= 2 * entra.MAX_ATTEMPTS * 4
-    assert vault_requests <= 2 * (1 + 11)
+    assert graph_requests <= 2 * entra.EntraGroupsHook.default_retry_policy.attempts
+    assert vault_requests <= 2 * (1 + KeyVaultSecretHook.default_retry_policy.attempts)
     # Through every retry, the PAT went to the configured workspace and nowhere else.
     workspace_origin = connected.workspace_host("ws-beta").split("//", 1)[1]
     assert connected.hosts_for_token(connected.pat("ws-beta")) == {workspace_origin}
@@ -105,10 +106,7 @@ def test_fault_storm_creates_every_user_exactly_once_and_the_summary_tells_the_t
     assert summary["members_resolved"] == STORM_SIZE
 
 
-def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow(
-    connected, monkeypatch
-) -> None:
-    monkeypatch.setattr(entra, "BACKOFF_BASE_SECONDS", 0.01)
+def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow(connected) -> None:
     ws = workspace(connected, groups=("Data Engineers",))
     # Two 500s (which msgraph-sdk's own middleware does not retry), then Graph recovers.
     connected.control.set_faults(
@@ -128,9 +126,9 @@ def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow
         tasks.resolve_members(ws)
     assert str(info.value) == (
         "Microsoft Graph kept failing while listing members of Entra group 'Data Engineers' "
-        f"(HTTP 500: Injected server error., {entra.MAX_ATTEMPTS} attempts); Airflow will retry the task"
+        f"(HTTP 500: Injected server error., {entra.EntraGroupsHook.default_retry_policy.attempts} attempts); Airflow will retry the task"
     )
-    assert len(connected.control.log(endpoint="graph.groups.transitiveMembers")) == entra.MAX_ATTEMPTS
+    assert len(connected.control.log(endpoint="graph.groups.transitiveMembers")) == entra.EntraGroupsHook.default_retry_policy.attempts
 
 
 HOURS = 7200

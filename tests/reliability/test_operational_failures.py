@@ -15,7 +15,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from entra_provisioning import tasks
-from entra_provisioning.hooks.scim import MAX_ATTEMPTS, ScimUnreachableError
+from entra_provisioning.hooks.scim import DatabricksScimHook, ScimUnreachableError
 
 from .conftest import workspace
 
@@ -125,7 +125,7 @@ def test_workspace_unreachable(connected) -> None:
     # Bounded: six refused connects and the back-off between them, not minutes.
     assert time.monotonic() - started < 40
     assert one_message(info.value) == (
-        f"the Databricks workspace {host} is unreachable (ConnectError on GET Me, {MAX_ATTEMPTS} attempts); "
+        f"the Databricks workspace {host} is unreachable (ConnectError on GET Me, {DatabricksScimHook.default_retry_policy.attempts} attempts); "
         "check databricks_instance and the network"
     )
 
@@ -156,7 +156,6 @@ def test_empty_group_is_a_warning_and_the_run_succeeds(connected, caplog) -> Non
 def test_graph_unreachable(connected, monkeypatch) -> None:
     from entra_provisioning.hooks import entra
 
-    monkeypatch.setattr(entra, "BACKOFF_BASE_SECONDS", 0.01)
     connection = json.loads(os.environ["AIRFLOW_CONN_MSGRAPH_DEFAULT"])
     connection["host"] = f"127.0.0.1:{closed_port()}"
     monkeypatch.setenv("AIRFLOW_CONN_MSGRAPH_DEFAULT", json.dumps(connection))
@@ -165,7 +164,7 @@ def test_graph_unreachable(connected, monkeypatch) -> None:
         tasks.resolve_members(workspace(connected, groups=("Data Engineers",)))
     assert one_message(info.value) == (
         "Microsoft Graph kept failing while looking up Entra group 'Data Engineers' "
-        f"(ConnectError (connection failed), {entra.MAX_ATTEMPTS} attempts); Airflow will retry the task"
+        f"(ConnectError (connection failed), {entra.EntraGroupsHook.default_retry_policy.attempts} attempts); Airflow will retry the task"
     )
 
 

@@ -14,8 +14,14 @@ import pytest
 
 from entra_provisioning import tasks
 from entra_provisioning.hooks.entra import EntraGroupsHook, GraphError
-from entra_provisioning.hooks.scim import DatabricksScimHook, ScimError
+from entra_provisioning.hooks.scim import (
+    DatabricksScimHook,
+    ScimError,
+    ScimUnavailableError,
+    ScimUnreachableError,
+)
 from entra_provisioning.plan import Member
+from entra_provisioning.retry import RetryPolicy
 
 from .conftest import workspace
 
@@ -94,13 +100,14 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
             call()
         said.append(everything_said(info.value))
 
-    fast = {"backoff_base": 0.01, "max_creates_per_second": 200}
+    fast = {"max_creates_per_second": 200}
+    twice = RetryPolicy(attempts=2, backoff_base=0.01)
     # 401: a token the workspace does not know.
     with DatabricksScimHook(beta, KNOWN_PAT, **fast) as scim:
         expect_failure(scim.check_admin, ScimError)
     # A workspace that is unreachable.
-    with DatabricksScimHook(f"https://127.0.0.1:{closed_port()}", KNOWN_PAT, max_attempts=2, **fast) as scim:
-        expect_failure(scim.check_admin, ScimError)
+    with DatabricksScimHook(f"https://127.0.0.1:{closed_port()}", KNOWN_PAT, retry_policy=twice, **fast) as scim:
+        expect_failure(scim.check_admin, ScimUnreachableError)
     # A real PAT whose user is not an admin, through the task body (Key Vault → SCIM).
     nonadmin = connected.pat("ws-alpha", admin=False)
     expect_failure(
@@ -111,12 +118,12 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
     connected.control.set_faults(
         [{"system": "workspace:ws-beta", "endpoint": "scim.users.list", "rate_500": 1.0}]
     )
-    with DatabricksScimHook(beta, admin, max_attempts=2, **fast) as scim:
-        expect_failure(scim.list_users, ScimError)
+    with DatabricksScimHook(beta, admin, retry_policy=twice, **fast) as scim:
+        expect_failure(scim.list_users, ScimUnavailableError)
     connected.control.set_faults(
         [{"system": "workspace:ws-beta", "endpoint": "scim.users.create", "rate_503": 1.0, "retry_after": 0}]
     )
-    with DatabricksScimHook(beta, admin, max_attempts=2, **fast) as scim:
+    with DatabricksScimHook(beta, admin, retry_policy=twice, **fast) as scim:
         results = scim.create_users([Member("oid-x", "x@contoso.com", "X", ("g",))])
         said.append(repr(results))
         assert results.failed
@@ -127,7 +134,7 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
     )
     ws = workspace(connected, groups=("Data Engineers",))
     facts = tasks.fetch_token(ws)
-    expect_failure(lambda: tasks.add_missing_users(ws, facts, tasks.resolve_members(ws), {}), ScimError)
+    expect_failure(lambda: tasks.add_missing_users(ws, facts, tasks.resolve_members(ws), {}), tasks.UsersNotAddedError)
 
     # Key Vault: secrets that are read but refused (expired is served, as by the real service; disabled).
     for name in ("expired-pat", "disabled-pat"):

@@ -107,7 +107,7 @@ def test_raw_refusals(sandbox_clean):
         )
         assert disabled.status_code == 403
         assert disabled.json()["error"]["code"] == "Forbidden"
-        assert disabled.json()["error"]["innerError"]["code"] == "SecretDisabled"
+        assert disabled.json()["error"]["innererror"]["code"] == "SecretDisabled"
         # Tokens expire.
         sandbox_clean.control.expire_tokens()
         expired = http.get(url, headers={"Authorization": f"Bearer {vault_token}"})

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from airflow.sdk.bases.hook import BaseHook
 
-from entra_provisioning.errors import ProvisioningError
-from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from entra_provisioning import USER_AGENT
+from entra_provisioning.errors import ErrorTable, PermanentError, TransientError
+from entra_provisioning.hooks import PROVIDER_HOOK_LOGGER, quiet_sdk_loggers
 from entra_provisioning.identities import is_object_id
+from entra_provisioning.retry import RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
@@ -28,23 +31,24 @@ PAGE_SIZE = 999
 MEMBER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled", "userType")
 GROUP_TYPE = "#microsoft.graph.group"
 
-#: Retry policy for Graph, declared once. msgraph-sdk's middleware retries 429, 503 and 504 a few times;
-#: this outer policy also covers 500, 502 and dropped connections, which the middleware does not, and
-#: keeps the total bounded. What still fails after it is left to Airflow's task retries.
-MAX_ATTEMPTS = 5
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 30.0
-
 _T = TypeVar("_T")
 
 
-class GraphError(ProvisioningError):
-    """Graph refused or failed a request we cannot do without."""
+class GraphError(PermanentError):
+    """Graph refused a request we cannot do without; a retry will not change that.
+
+    :param status: the HTTP status, if Graph answered.
+    :param service_message: Graph's own ``error.message``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, service_message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.service_message = service_message or message
 
 
-class GraphUnavailableError(GraphError):
-    """Graph kept throttling or failing transiently; unlike other errors, worth an Airflow retry."""
+class GraphPermissionError(GraphError):
+    """The app lacks a Graph permission (HTTP 403, ``Authorization_RequestDenied``)."""
 
 
 class GroupNotFoundError(GraphError):
@@ -55,17 +59,41 @@ class AmbiguousGroupError(GraphError):
     """Several groups share the configured display name."""
 
 
+class GraphUnavailableError(TransientError):
+    """Graph kept throttling or failing transiently (or asked to wait past the ceiling): worth a retry."""
+
+
+#: Graph's answers by status and by ``error.code``. Only throttling and server-side failures are retried.
+GRAPH_ERRORS = ErrorTable(
+    server_error=GraphUnavailableError,
+    client_error=GraphError,
+    by_status={403: GraphPermissionError, 404: GroupNotFoundError, 429: GraphUnavailableError},
+    by_code={
+        "Authorization_RequestDenied": GraphPermissionError,
+        "Request_ResourceNotFound": GroupNotFoundError,
+        "TooManyRequests": GraphUnavailableError,
+        "activityLimitReached": GraphUnavailableError,
+        "serviceNotAvailable": GraphUnavailableError,
+    },
+)
+
+#: Graph's retries live in one layer, ours: kiota's RetryHandler (in the adapter the provider builds)
+#: would otherwise sleep any Retry-After up to 180 s, three times per request, before we see a 429.
+GRAPH_RETRY_POLICY = RetryPolicy(attempts=5, backoff_base=1.0, backoff_max=30.0)
+
+
 def escape_odata_string(value: str) -> str:
     """Quote a value for an OData string literal: a single quote is written twice."""
     return value.replace("'", "''")
 
 
-def _odata_error(exc: Exception) -> tuple[int | None, str]:
+def _odata_error(exc: Exception) -> tuple[int | None, str | None, str]:
+    """Status, Graph's ``error.code`` and a one-line message of an ODataError."""
     status = getattr(exc, "response_status_code", None)
     error = getattr(exc, "error", None)
     text = str(exc).strip()
     message = getattr(error, "message", None) or (text.splitlines()[0] if text else "")
-    return status, message or type(exc).__name__
+    return status, getattr(error, "code", None), message or type(exc).__name__
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -74,20 +102,16 @@ def _retry_after(exc: BaseException) -> float | None:
     return parse_retry_after(value)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    import httpx
-    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+def _request_config(query: Any = None) -> Any:
+    """A request configuration with our User-Agent and kiota's own retries switched off."""
+    from kiota_abstractions.base_request_configuration import RequestConfiguration
+    from kiota_http.middleware.options import RetryHandlerOption
 
-    if isinstance(exc, httpx.TransportError):
-        return True
-    return isinstance(exc, ODataError) and getattr(exc, "response_status_code", None) in TRANSIENT_STATUSES
-
-
-def _describe(exc: Exception) -> str:
-    status = getattr(exc, "response_status_code", None)
-    if status is None:
-        return f"{type(exc).__name__} (connection failed)"
-    return f"HTTP {status}: {_odata_error(exc)[1]}"
+    config: RequestConfiguration[Any] = RequestConfiguration(
+        query_parameters=query, options=[RetryHandlerOption(delay=0, max_retries=0, should_retry=False)]
+    )
+    config.headers.add("User-Agent", USER_AGENT)
+    return config
 
 
 class EntraGroupsHook(BaseHook):
@@ -103,69 +127,72 @@ class EntraGroupsHook(BaseHook):
     conn_type = "msgraph"
     hook_name = "Entra ID groups (Microsoft Graph)"
 
-    def __init__(self, msgraph_conn_id: str = default_conn_name, page_size: int = PAGE_SIZE) -> None:
+    #: The policy of every instance not given its own (tests swap in a faster one).
+    default_retry_policy: ClassVar[RetryPolicy] = GRAPH_RETRY_POLICY
+
+    def __init__(
+        self,
+        msgraph_conn_id: str = default_conn_name,
+        page_size: int = PAGE_SIZE,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
         super().__init__()
         if not 1 <= page_size <= PAGE_SIZE:
             raise ValueError(f"page_size must be 1 to {PAGE_SIZE}")
         self.msgraph_conn_id = msgraph_conn_id
         self.page_size = page_size
+        self.retry_policy = retry_policy or self.default_retry_policy
         self.pages_read = 0
         self.retries = 0
 
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Run one Graph call under the retry policy; non-transient errors pass through untouched.
+    async def _call(self, what: str, request: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one Graph request under :attr:`retry_policy`, mapping failures through :data:`GRAPH_ERRORS`.
 
-        :raises GraphUnavailableError: when the call still fails transiently after the last attempt, or
-            Graph asks to wait longer than :data:`MAX_RETRY_AFTER_SECONDS`.
+        :raises GraphError: (or a subclass) at once, for an answer a retry cannot change.
+        :raises GraphUnavailableError: when the request still fails transiently after the policy's
+            attempts or deadline, or Graph asks to wait longer than the policy's ceiling.
         """
-        import tenacity
+        import httpx
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
         async def attempt() -> _T:
             try:
-                return await call()
-            except Exception as exc:
-                hint = _retry_after(exc) if _is_transient(exc) else None
-                if hint is not None and hint > MAX_RETRY_AFTER_SECONDS:
-                    raise GraphUnavailableError(
-                        f"Microsoft Graph asked to retry {what} after {hint:.0f} s, more than the "
-                        f"{MAX_RETRY_AFTER_SECONDS:.0f} s ceiling; failing so that Airflow can retry the task later"
-                    ) from None
-                raise
+                return await request()
+            except httpx.TransportError as exc:
+                raise GraphUnavailableError(f"{type(exc).__name__} (connection failed)") from None
+            except ODataError as exc:
+                status, code, message = _odata_error(exc)
+                kind = GRAPH_ERRORS.classify(status, code)
+                if issubclass(kind, GraphUnavailableError):
+                    raise kind(f"HTTP {status}: {message}", retry_after=_retry_after(exc)) from None
+                raise kind(  # type: ignore[call-arg]
+                    f"HTTP {status}: {message}", status=status, service_message=message
+                ) from None
 
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            hint = _retry_after(exc) if exc is not None else None
-            if hint is not None:
-                return hint
-            return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (state.attempt_number - 1))
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
+        def on_retry(exc: TransientError, attempt_number: int, wait: float) -> None:
             self.retries += 1
-            exc = state.outcome.exception() if state.outcome else None
             self.log.info(
-                "Graph call failed while %s (%s); attempt %d of %d",
+                "Graph call failed while %s (%s); attempt %d of %d, next in %.1f s",
                 what,
-                _describe(exc) if isinstance(exc, Exception) else "unknown error",
-                state.attempt_number,
-                MAX_ATTEMPTS,
+                exc,
+                attempt_number,
+                self.retry_policy.attempts,
+                wait,
             )
 
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(MAX_ATTEMPTS),
-            wait=wait,
-            retry=tenacity.retry_if_exception(_is_transient),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            return await retrying(attempt)
-        except Exception as exc:
-            if not _is_transient(exc):
-                raise
-            raise GraphUnavailableError(
-                f"Microsoft Graph kept failing while {what} ({_describe(exc)}, {MAX_ATTEMPTS} attempts); "
+        def give_up(exc: TransientError, attempts: int) -> BaseException:
+            if self.retry_policy.too_long(exc.retry_after):
+                return GraphUnavailableError(
+                    f"Microsoft Graph asked to retry {what} after {exc.retry_after:.0f} s, more than the "
+                    f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can retry "
+                    "the task later"
+                )
+            return GraphUnavailableError(
+                f"Microsoft Graph kept failing while {what} ({exc}, {attempts} attempts); "
                 "Airflow will retry the task"
-            ) from None
+            )
+
+        return await self.retry_policy.acall(attempt, give_up=give_up, on_retry=on_retry)
 
     async def _client(self, provider_hook: Any) -> tuple[GraphServiceClient, str]:
         from msgraph import GraphServiceClient
@@ -183,7 +210,7 @@ class EntraGroupsHook(BaseHook):
         """GET what an msgraph-sdk request builder describes, through its adapter, as plain JSON.
 
         The request is the SDK's own (URL template, query options, headers) and goes through the
-        connection's adapter (credential, allowed hosts, retry middleware). Only the typed models are
+        connection's adapter (credential, allowed hosts, proxies). Only the typed models are
         skipped: deserialising a page into them costs about 5 ms per directory object (every object
         rebuilds the SDK's table of hundreds of field parsers), which is minutes for 100,000 members,
         and the first use imports the whole model package (seconds). JSON is what we keep anyway.
@@ -211,7 +238,12 @@ class EntraGroupsHook(BaseHook):
     async def _members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         from airflow.providers.microsoft.azure.hooks.msgraph import KiotaRequestAdapterHook
 
+        quiet_sdk_loggers()
         provider_hook = KiotaRequestAdapterHook(conn_id=self.msgraph_conn_id)
+        # The provider logs a dump of the connection (host, client id, scopes, proxies, …) at INFO on every
+        # adapter it builds. Its structlog logger ignores stdlib levels, so give it the stdlib logger of the
+        # same name, which quiet_sdk_loggers() set to WARNING.
+        provider_hook._log = logging.getLogger(PROVIDER_HOOK_LOGGER)  # type: ignore[assignment]
         try:
             client, graph_host = await self._client(provider_hook)
             result: dict[str, list[dict[str, Any]]] = {}
@@ -224,21 +256,18 @@ class EntraGroupsHook(BaseHook):
             await provider_hook.close()
 
     async def _group_id(self, client: GraphServiceClient, group: str) -> str:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
         from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
+        what = f"looking up Entra group {group!r}"
         try:
             if is_object_id(group):
                 item_query = GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
                     select=["id", "displayName"]
                 )
-                found = await self._with_retries(
-                    f"looking up Entra group {group!r}",
-                    lambda: self._get_json(
-                        client.groups.by_group_id(group), RequestConfiguration(query_parameters=item_query)
-                    ),
+                found = await self._call(
+                    what,
+                    lambda: self._get_json(client.groups.by_group_id(group), _request_config(item_query)),
                 )
                 if not found.get("id"):
                     raise GroupNotFoundError(f"Entra group with object id {group!r} not found")
@@ -246,15 +275,15 @@ class EntraGroupsHook(BaseHook):
             query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
                 filter=f"displayName eq '{escape_odata_string(group)}'", select=["id", "displayName"], top=5
             )
-            page = await self._with_retries(
-                f"looking up Entra group {group!r}",
-                lambda: self._get_json(client.groups, RequestConfiguration(query_parameters=query)),
-            )
-        except ODataError as exc:
-            status, message = _odata_error(exc)
-            if status == 404:
-                raise GroupNotFoundError(f"no Entra group has the object id {group!r}") from None
-            raise GraphError(f"looking up Entra group {group!r} failed (HTTP {status}): {message}") from None
+            page = await self._call(what, lambda: self._get_json(client.groups, _request_config(query)))
+        except GroupNotFoundError:
+            raise GroupNotFoundError(f"no Entra group has the object id {group!r}") from None
+        except GraphError as exc:
+            raise type(exc)(
+                f"{what} failed (HTTP {exc.status}): {exc.service_message}",
+                status=exc.status,
+                service_message=exc.service_message,
+            ) from None
         matches = [g for g in page.get("value") or [] if isinstance(g, dict) and g.get("id")]
         if not matches:
             raise GroupNotFoundError(
@@ -272,23 +301,21 @@ class EntraGroupsHook(BaseHook):
     async def _transitive_members(
         self, client: GraphServiceClient, graph_host: str, group: str, group_id: str
     ) -> list[dict[str, Any]]:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.groups.item.transitive_members.transitive_members_request_builder import (
             TransitiveMembersRequestBuilder,
         )
-        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
         builder = client.groups.by_group_id(group_id).transitive_members
         query = TransitiveMembersRequestBuilder.TransitiveMembersRequestBuilderGetQueryParameters(
             select=list(MEMBER_FIELDS), top=self.page_size, count=True
         )
-        config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+        config = _request_config(query)
         # $count is an advanced query: Graph requires eventual consistency for it.
         config.headers.add("ConsistencyLevel", "eventual")
         members: list[dict[str, Any]] = []
+        what = f"listing members of Entra group {group!r}"
         try:
-            what = f"listing members of Entra group {group!r}"
-            page = await self._with_retries(what, lambda: self._get_json(builder, config))
+            page = await self._call(what, lambda: self._get_json(builder, config))
             while page:
                 self.pages_read += 1
                 members.extend(_as_dict(obj) for obj in page.get("value") or [] if _keep(obj))
@@ -300,17 +327,19 @@ class EntraGroupsHook(BaseHook):
                         f"Graph returned a next page link for group {group!r} on another host "
                         f"({urlsplit(next_link).netloc}); refusing to send the token there"
                     )
-                next_config: RequestConfiguration[Any] = RequestConfiguration()
+                next_config = _request_config()
                 next_config.headers.add("ConsistencyLevel", "eventual")
-                next_builder = builder.with_url(next_link)
-                page = await self._with_retries(
-                    what, functools.partial(self._get_json, next_builder, next_config)
+                page = await self._call(
+                    what, functools.partial(self._get_json, builder.with_url(next_link), next_config)
                 )
-        except ODataError as exc:
-            status, message = _odata_error(exc)
-            hint = " (the app needs GroupMember.Read.All and User.Read.All)" if status == 403 else ""
-            raise GraphError(
-                f"listing members of Entra group {group!r} failed (HTTP {status}){hint}: {message}"
+        except GraphError as exc:
+            if exc.status is None:
+                raise  # ours, already phrased
+            hint = " (the app needs GroupMember.Read.All and User.Read.All)" if exc.status == 403 else ""
+            raise type(exc)(
+                f"{what} failed (HTTP {exc.status}){hint}: {exc.service_message}",
+                status=exc.status,
+                service_message=exc.service_message,
             ) from None
         return members
 

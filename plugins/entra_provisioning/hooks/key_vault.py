@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.bases.hook import BaseHook
 
-from entra_provisioning.errors import ProvisioningError
-from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS
+from entra_provisioning.errors import ErrorTable, PermanentError, TransientError
+from entra_provisioning.hooks import quiet_sdk_loggers
+from entra_provisioning.retry import RetryPolicy, parse_retry_after
 from entra_provisioning.urls import SecretRef, parse_secret_url
 
 if TYPE_CHECKING:
@@ -22,40 +23,51 @@ if TYPE_CHECKING:
 
 DEFAULT_AUTHORITY = "login.microsoftonline.com"
 
-#: Key Vault's retry policy, declared once. azure-core sleeps for whatever ``Retry-After`` says; beyond
-#: MAX_RETRY_AFTER_SECONDS we fail the task (Airflow retries it later) instead.
-#: azure-core gives up after 3 error statuses by default; throttled vaults answer 429 in bursts, and the
-#: challenge round trip is one more request that can be throttled, so allow as many as SCIM does.
-MAX_STATUS_RETRIES = 5
 
-
-class SecretUnavailableError(ProvisioningError):
+class SecretUnavailableError(PermanentError):
     """The secret cannot be used: missing, disabled, expired, not yet valid or not readable."""
 
 
-class KeyVaultUnavailableError(ProvisioningError):
+class SecretNotFoundError(SecretUnavailableError):
+    """No secret (or version) of that name (HTTP 404, ``SecretNotFound``)."""
+
+
+class SecretDisabledError(SecretUnavailableError):
+    """The secret (version) is disabled (HTTP 403, ``innererror.code`` ``SecretDisabled``)."""
+
+
+class KeyVaultPermissionError(SecretUnavailableError):
+    """The connection's identity may not read the secret (HTTP 403 for any other reason)."""
+
+
+class KeyVaultUnavailableError(TransientError):
     """Key Vault is throttling, failing or unreachable: worth an Airflow retry, unlike the errors above."""
 
 
-class _RetryAfterTooLong(Exception):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"Retry-After {seconds:.0f} s")
-        self.seconds = seconds
+class KeyVaultUnreachableError(KeyVaultUnavailableError):
+    """No answer from the vault at all (refused, reset or timed out)."""
 
 
-def _retry_policy() -> Any:
-    """azure-core's retry policy, refusing to sleep longer than :data:`MAX_RETRY_AFTER_SECONDS`."""
-    from azure.core.pipeline.policies import RetryPolicy
+#: Key Vault's answers by status and by ``error.innererror.code`` (or ``error.code``).
+KEY_VAULT_ERRORS = ErrorTable(
+    server_error=KeyVaultUnavailableError,
+    client_error=SecretUnavailableError,
+    by_status={
+        403: KeyVaultPermissionError,
+        404: SecretNotFoundError,
+        429: KeyVaultUnavailableError,
+    },
+    by_code={
+        "SecretDisabled": SecretDisabledError,
+        "SecretNotFound": SecretNotFoundError,
+        "Throttled": KeyVaultUnavailableError,
+    },
+)
 
-    class CeilingRetryPolicy(RetryPolicy):
-        def get_retry_after(self, response: Any) -> float | None:
-            seconds = super().get_retry_after(response)
-            if seconds is not None and seconds > MAX_RETRY_AFTER_SECONDS:
-                # Not an AzureError, so the policy's own retry loop lets it through.
-                raise _RetryAfterTooLong(seconds)
-            return seconds
-
-    return CeilingRetryPolicy(retry_status=MAX_STATUS_RETRIES)
+#: azure-core's own retries are off for our client (RetryPolicy.no_retries): this is the only layer.
+#: Throttled vaults answer 429 in bursts, and the unauthenticated challenge request that starts every client
+#: can be throttled too, so Key Vault gets as many attempts as SCIM.
+KEY_VAULT_RETRY_POLICY = RetryPolicy(attempts=6, backoff_base=0.5, backoff_max=10.0)
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,15 @@ class KeyVaultSecretHook(BaseHook):
     conn_type = "azure"
     hook_name = "Azure Key Vault secret by URL"
 
-    def __init__(self, azure_conn_id: str = default_conn_name) -> None:
+    #: The policy of every instance not given its own (tests swap in a faster one).
+    default_retry_policy: ClassVar[RetryPolicy] = KEY_VAULT_RETRY_POLICY
+
+    def __init__(
+        self, azure_conn_id: str = default_conn_name, retry_policy: RetryPolicy | None = None
+    ) -> None:
         super().__init__()
         self.azure_conn_id = azure_conn_id
+        self.retry_policy = retry_policy or self.default_retry_policy
 
     def get_credential(self) -> TokenCredential:
         """Build the connection's credential the way the Azure provider documents it."""
@@ -126,49 +144,67 @@ class KeyVaultSecretHook(BaseHook):
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
-            ResourceNotFoundError,
             ServiceRequestError,
             ServiceResponseError,
         )
+        from azure.core.pipeline.policies import RetryPolicy as AzureRetryPolicy
         from azure.keyvault.secrets import SecretClient
 
         ref: SecretRef = parse_secret_url(secret_url)
         wanted = version or ref.version
         where = f"secret {ref.name!r} in {ref.vault_url}" + (f" (version {wanted})" if wanted else "")
+        quiet_sdk_loggers()
         client = SecretClient(
-            vault_url=ref.vault_url, credential=self.get_credential(), retry_policy=_retry_policy()
+            vault_url=ref.vault_url,
+            credential=self.get_credential(),
+            retry_policy=AzureRetryPolicy.no_retries(),
         )
-        try:
-            secret = client.get_secret(ref.name, wanted)
-        except ResourceNotFoundError:
-            raise SecretUnavailableError(f"{where} does not exist") from None
-        except ClientAuthenticationError as exc:
-            raise SecretUnavailableError(
-                f"could not authenticate to Key Vault for {where} with connection {self.azure_conn_id!r}: "
-                f"{_first_line(exc)}"
-            ) from None
-        except HttpResponseError as exc:
-            if exc.status_code == 403:
-                if _is_disabled(exc):
-                    raise SecretUnavailableError(f"{where} is disabled") from None
+
+        def attempt() -> Any:
+            try:
+                return client.get_secret(ref.name, wanted)
+            except ClientAuthenticationError as exc:
                 raise SecretUnavailableError(
-                    f"the identity of connection {self.azure_conn_id!r} may not read {where} "
-                    f"(HTTP 403: grant it 'get' on secrets): {_first_line(exc)}"
+                    f"could not authenticate to Key Vault for {where} with connection {self.azure_conn_id!r}: "
+                    f"{_first_line(exc)}"
                 ) from None
-            if exc.status_code is not None and (exc.status_code == 429 or exc.status_code >= 500):
-                raise KeyVaultUnavailableError(
-                    f"Key Vault kept answering HTTP {exc.status_code} for {where}; Airflow will retry the task"
-                ) from None
-            raise SecretUnavailableError(f"Key Vault answered HTTP {exc.status_code} for {where}") from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise KeyVaultUnavailableError(
-                f"Key Vault {ref.vault_url} is unreachable: {_first_line(exc)}"
-            ) from None
-        except _RetryAfterTooLong as exc:
-            raise KeyVaultUnavailableError(
-                f"Key Vault asked to retry reading {where} after {exc.seconds:.0f} s, more than the "
-                f"{MAX_RETRY_AFTER_SECONDS:.0f} s ceiling; failing so that Airflow can retry the task later"
-            ) from None
+            except HttpResponseError as exc:
+                kind = KEY_VAULT_ERRORS.classify(exc.status_code, _error_code(exc))
+                if issubclass(kind, TransientError):
+                    headers: Any = getattr(exc.response, "headers", None) or {}
+                    retry_after = parse_retry_after(headers.get("Retry-After"))
+                    raise kind(f"HTTP {exc.status_code}", retry_after=retry_after) from None
+                raise kind(_message(kind, where, self.azure_conn_id, exc)) from None
+            except (ServiceRequestError, ServiceResponseError) as exc:
+                raise KeyVaultUnreachableError(_first_line(exc)) from None
+
+        def give_up(exc: TransientError, attempts: int) -> BaseException:
+            if self.retry_policy.too_long(exc.retry_after):
+                return KeyVaultUnavailableError(
+                    f"Key Vault asked to retry reading {where} after {exc.retry_after:.0f} s, more than the "
+                    f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can "
+                    "retry the task later"
+                )
+            if isinstance(exc, KeyVaultUnreachableError):
+                return KeyVaultUnavailableError(
+                    f"Key Vault {ref.vault_url} is unreachable: {exc} ({attempts} attempts)"
+                )
+            return KeyVaultUnavailableError(
+                f"Key Vault kept answering {exc} for {where} ({attempts} attempts); Airflow will retry the task"
+            )
+
+        def on_retry(exc: TransientError, attempt_number: int, wait: float) -> None:
+            self.log.info(
+                "Key Vault read of %s failed (%s); attempt %d of %d, next in %.1f s",
+                where,
+                exc,
+                attempt_number,
+                self.retry_policy.attempts,
+                wait,
+            )
+
+        try:
+            secret = self.retry_policy.call(attempt, give_up=give_up, on_retry=on_retry)
         finally:
             client.close()
 
@@ -193,9 +229,25 @@ class KeyVaultSecretHook(BaseHook):
         return secret.value, facts
 
 
-def _is_disabled(exc: Any) -> bool:
-    text = f"{getattr(exc, 'error', '')} {exc}".lower()
-    return "disabled" in text
+def _error_code(exc: Any) -> str | None:
+    """Key Vault's own error code: ``error.innererror.code`` where it has one, else ``error.code``."""
+    error = getattr(exc, "error", None)
+    inner = getattr(error, "innererror", None) or {}
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code or getattr(error, "code", None)
+
+
+def _message(kind: type[Exception], where: str, conn_id: str, exc: Any) -> str:
+    if kind is SecretNotFoundError:
+        return f"{where} does not exist"
+    if kind is SecretDisabledError:
+        return f"{where} is disabled"
+    if kind is KeyVaultPermissionError:
+        return (
+            f"the identity of connection {conn_id!r} may not read {where} "
+            f"(HTTP 403: grant it 'get' on secrets): {_first_line(exc)}"
+        )
+    return f"Key Vault answered HTTP {exc.status_code} for {where}"
 
 
 def _first_line(exc: BaseException) -> str:

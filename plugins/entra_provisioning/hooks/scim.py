@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.bases.hook import BaseHook
 
-from entra_provisioning.errors import ProvisioningError
-from entra_provisioning.hooks.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from entra_provisioning import USER_AGENT
+from entra_provisioning.errors import ErrorTable, PermanentError, TransientError
 from entra_provisioning.identities import CreateOutcome, ExistingUser, Member
+from entra_provisioning.retry import RetryPolicy, parse_retry_after
 from entra_provisioning.urls import https_origin
 
 if TYPE_CHECKING:
@@ -38,14 +39,13 @@ WORKSPACE_PAGE_SIZE = 10_000
 ACCOUNT_PAGE_SIZE = 100
 ADMINS_GROUP = "admins"
 
-#: Retry policy, declared once: bounded attempts and a bounded total wait per request.
-MAX_ATTEMPTS = 6
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
 TIMEOUT_SECONDS = 60.0
 
+#: Bounded attempts and a bounded total wait per request; 409 answers and other 4xx are not retried.
+SCIM_RETRY_POLICY = RetryPolicy(attempts=6, backoff_base=0.5, backoff_max=30.0)
 
-class ScimError(ProvisioningError):
+
+class ScimError(PermanentError):
     """A SCIM call failed for good."""
 
 
@@ -53,38 +53,46 @@ class ScimAuthError(ScimError):
     """The token was refused (401) or its user may not administer users (403)."""
 
 
-class ScimUnreachableError(ScimError):
+class ScimForbiddenError(ScimAuthError):
+    """The token's user is not a workspace admin (HTTP 403, ``PERMISSION_DENIED``)."""
+
+
+class ScimUnavailableError(TransientError):
+    """Databricks kept failing (5xx) after every attempt: worth an Airflow retry."""
+
+
+class ScimThrottledError(ScimUnavailableError):
+    """Databricks is throttling us: 429, 503, or ``error_code`` ``REQUEST_LIMIT_EXCEEDED`` on a 500."""
+
+
+class ScimUnreachableError(ScimUnavailableError):
     """No answer from the workspace host after every attempt (refused, reset or timed out)."""
 
 
-class ScimThrottleCeilingError(ScimError):
+class ScimThrottleCeilingError(ScimThrottledError):
     """Databricks asked us to wait longer than we are willing to sleep inside a task."""
 
 
-class _Retryable(Exception):
-    """A failure worth another attempt; ``retry_after`` is the server's hint, if any."""
-
-    def __init__(
-        self,
-        reason: str,
-        retry_after: float | None = None,
-        ambiguous: bool = False,
-        unreachable: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        # True when the request may have been applied before it failed (dropped connection, 5xx).
-        self.ambiguous = ambiguous
-        # True when no HTTP answer came back at all (refused, reset, timed out).
-        self.unreachable = unreachable
+#: Databricks' answers by status and by error code (``error_code`` of platform errors, ``scimType`` of
+#: SCIM errors). Throttling has come as 429, as 503, and as a 500 with ``REQUEST_LIMIT_EXCEEDED``.
+SCIM_ERRORS = ErrorTable(
+    server_error=ScimUnavailableError,
+    client_error=ScimError,
+    by_status={401: ScimAuthError, 403: ScimForbiddenError, 429: ScimThrottledError, 503: ScimThrottledError},
+    by_code={
+        "REQUEST_LIMIT_EXCEEDED": ScimThrottledError,
+        "TEMPORARILY_UNAVAILABLE": ScimThrottledError,
+        "UNAUTHENTICATED": ScimAuthError,
+        "PERMISSION_DENIED": ScimForbiddenError,
+    },
+)
 
 
 @dataclass
 class ScimResponse:
     status: int
     body: Any
-    attempts: int
+    #: True when an earlier attempt of this request may have been applied (dropped connection, 5xx).
     ambiguous_retry: bool = False
 
 
@@ -120,24 +128,30 @@ def escape_filter_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _error_detail(response: httpx.Response) -> str:
+def _json_body(response: httpx.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        text = response.text.strip()
-        return text[:200] or response.reason_phrase
+        return None
+
+
+def _error_code(body: Any) -> str | None:
+    """Databricks' own code of an error answer: ``error_code`` (platform) or ``scimType`` (SCIM)."""
+    if not isinstance(body, dict):
+        return None
+    code = body.get("error_code") or body.get("scimType")
+    return code if isinstance(code, str) else None
+
+
+def _error_detail(response: httpx.Response, body: Any) -> str:
     if isinstance(body, dict):
         for key in ("detail", "message", "error"):
             if isinstance(body.get(key), str):
                 return str(body[key])[:300]
-    return str(body)[:300]
-
-
-def _is_throttled(response: httpx.Response) -> bool:
-    if response.status_code in (429, 503):
-        return True
-    # Databricks has answered its concurrency limit with a plain 500 carrying this code.
-    return response.status_code == 500 and "REQUEST_LIMIT_EXCEEDED" in response.text
+        return str(body)[:300]
+    if body is not None:
+        return str(body)[:300]
+    return response.text.strip()[:200] or response.reason_phrase
 
 
 class DatabricksScimHook(BaseHook):
@@ -156,6 +170,9 @@ class DatabricksScimHook(BaseHook):
     conn_type = "databricks"
     hook_name = "Databricks SCIM (users)"
 
+    #: The policy of every instance not given its own (tests swap in a faster one).
+    default_retry_policy: ClassVar[RetryPolicy] = SCIM_RETRY_POLICY
+
     def __init__(
         self,
         host: str,
@@ -164,9 +181,7 @@ class DatabricksScimHook(BaseHook):
         account_id: str | None = None,
         max_concurrency: int = 4,
         max_creates_per_second: float = 5.0,
-        max_attempts: int = MAX_ATTEMPTS,
-        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
-        backoff_base: float = BACKOFF_BASE_SECONDS,
+        retry_policy: RetryPolicy | None = None,
         timeout: float = TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
@@ -184,9 +199,7 @@ class DatabricksScimHook(BaseHook):
         self._token = token
         self.max_concurrency = max_concurrency
         self.pacer = Pacer(max_creates_per_second)
-        self.max_attempts = max_attempts
-        self.max_retry_after = max_retry_after
-        self.backoff_base = backoff_base
+        self.retry_policy = retry_policy or self.default_retry_policy
         self.timeout = timeout
         self._client: httpx.Client | None = None
         self.throttled_responses = 0
@@ -204,7 +217,11 @@ class DatabricksScimHook(BaseHook):
 
             self._client = httpx.Client(
                 base_url=self.origin,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/scim+json"},
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Accept": "application/scim+json",
+                    "User-Agent": USER_AGENT,
+                },
                 timeout=httpx.Timeout(self.timeout, connect=10.0),
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=self.max_concurrency + 2),
@@ -228,103 +245,84 @@ class DatabricksScimHook(BaseHook):
         if url.scheme != "https" or url.host.lower() != self._host or (url.port or 443) != self._port:
             raise ScimError(f"refusing to send the workspace token to {url.host}")
 
-    def _wait_seconds(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            if retry_after > self.max_retry_after:
-                raise ScimThrottleCeilingError(
-                    f"Databricks asked to retry after {retry_after:.0f} s, more than the "
-                    f"{self.max_retry_after:.0f} s ceiling; failing so that Airflow can retry the task later"
-                )
-            return retry_after
-        return min(BACKOFF_MAX_SECONDS, self.backoff_base * 2 ** (attempt - 1))
-
-    def _retrying(self) -> Any:
-        import tenacity
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            hint = exc.retry_after if isinstance(exc, _Retryable) else None
-            return self._wait_seconds(state.attempt_number, hint)
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.log.info(
-                "SCIM request failed (%s); attempt %d of %d", exc, state.attempt_number, self.max_attempts
-            )
-
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_attempts),
-            wait=wait,
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-
     def _request(
         self, method: str, endpoint: str, *, params: dict[str, Any] | None = None, json: Any = None
     ) -> ScimResponse:
-        """Send one SCIM request with the retry policy; 4xx answers are returned, not raised."""
+        """Send one SCIM request under :attr:`retry_policy`.
+
+        Answers are mapped through :data:`SCIM_ERRORS`: throttling and server errors are retried,
+        401/403 raise :class:`ScimAuthError`, and any other answer (201, 409, 400, …) is returned.
+        """
         import httpx
 
         client = self.get_conn()
         url = f"{self.base_path}/{endpoint}"
-        attempts = 0
         ambiguous = False
 
         def once() -> ScimResponse:
-            nonlocal attempts, ambiguous
-            attempts += 1
+            nonlocal ambiguous
             try:
                 response = client.request(method, url, params=params, json=json)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 # A refused or timed-out connect never reached the server; a reset or read timeout may have
                 # been applied before it failed, so a 409 on the retry could be our own create.
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                ambiguous = ambiguous or not unsent
-                raise _Retryable(
-                    f"{type(exc).__name__} talking to {self.origin}", ambiguous=not unsent, unreachable=True
-                ) from None
-            if _is_throttled(response):
+                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                raise ScimUnreachableError(type(exc).__name__) from None
+            body = _json_body(response) if response.content else None
+            if response.status_code < 400:
+                return ScimResponse(response.status_code, body, ambiguous)
+            kind = SCIM_ERRORS.classify(response.status_code, _error_code(body))
+            if issubclass(kind, ScimThrottledError):
                 with self._count_lock:
                     self.throttled_responses += 1
                 hint = parse_retry_after(response.headers.get("Retry-After"))
-                # Check the ceiling before touching the shared pacer: pushing it hours ahead would park
-                # every other create worker that long, even though this task is about to fail.
-                self._wait_seconds(1, hint)
-                self.pacer.hold_off(hint if hint is not None else self.backoff_base)
-                raise _Retryable(f"throttled (HTTP {response.status_code})", retry_after=hint)
-            if response.status_code >= 500:
+                if self.retry_policy.too_long(hint):
+                    # Fail before touching the shared pacer: pushing it hours ahead would park every other
+                    # create worker that long, even though this task is about to fail.
+                    raise ScimThrottleCeilingError(
+                        f"Databricks asked to retry after {hint:.0f} s, more than the "
+                        f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can "
+                        "retry the task later",
+                        retry_after=hint,
+                    )
+                self.pacer.hold_off(hint if hint is not None else self.retry_policy.backoff_base)
+                raise kind(f"throttled (HTTP {response.status_code})", retry_after=hint)
+            if issubclass(kind, ScimUnavailableError):
                 ambiguous = True
-                raise _Retryable(f"HTTP {response.status_code}: {_error_detail(response)}", ambiguous=True)
-            if response.status_code == 401:
+                raise kind(f"HTTP {response.status_code}: {_error_detail(response, body)}")
+            if kind is ScimAuthError:
                 raise ScimAuthError(
                     f"the workspace token is invalid or expired (HTTP 401 from {self.origin})"
                 )
-            if response.status_code == 403:
-                raise ScimAuthError(
+            if kind is ScimForbiddenError:
+                raise ScimForbiddenError(
                     f"the token's user is not a workspace admin (HTTP 403 from {self.origin}): "
-                    f"{_error_detail(response)}"
+                    f"{_error_detail(response, body)}"
                 )
-            body: Any = None
-            if response.content:
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = response.text
-            return ScimResponse(response.status_code, body, attempts, ambiguous)
+            return ScimResponse(response.status_code, body, ambiguous)
 
-        try:
-            result: ScimResponse = self._retrying()(once)
-        except _Retryable as exc:
-            if exc.unreachable:
-                raise ScimUnreachableError(
-                    f"the Databricks workspace {self.origin} is unreachable ({exc.reason.split(' ')[0]} on "
-                    f"{method} {endpoint}, {attempts} attempts); check databricks_instance and the network"
-                ) from None
-            raise ScimError(
-                f"{method} {endpoint} still failing after {attempts} attempts: {exc.reason}"
-            ) from None
-        return result
+        def on_retry(exc: TransientError, attempt: int, wait: float) -> None:
+            self.log.info(
+                "SCIM %s %s failed (%s); attempt %d of %d, next in %.1f s",
+                method,
+                endpoint,
+                exc,
+                attempt,
+                self.retry_policy.attempts,
+                wait,
+            )
+
+        def give_up(exc: TransientError, attempts: int) -> BaseException:
+            if isinstance(exc, ScimThrottleCeilingError):
+                return exc
+            if isinstance(exc, ScimUnreachableError):
+                return ScimUnreachableError(
+                    f"the Databricks workspace {self.origin} is unreachable ({exc} on {method} {endpoint}, "
+                    f"{attempts} attempts); check databricks_instance and the network"
+                )
+            return type(exc)(f"{method} {endpoint} still failing after {attempts} attempts: {exc}")
+
+        return self.retry_policy.call(once, give_up=give_up, on_retry=on_retry)
 
     # ---------------------------------------------------------------------------------- endpoints
 
@@ -445,7 +443,8 @@ class DatabricksScimHook(BaseHook):
                 # Every remaining create would wait out the same ceiling or outage: stop, let Airflow retry.
                 abort.append(exc)
                 return
-            except ScimError as exc:
+            except (ScimError, ScimUnavailableError) as exc:
+                # This user's create was refused, or kept failing: report it, go on with the others.
                 outcome, reason = "failed", str(exc)
             with lock:
                 if outcome == "added":

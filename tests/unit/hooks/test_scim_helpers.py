@@ -8,7 +8,6 @@ from entra_provisioning.hooks.scim import (
     DatabricksScimHook,
     Pacer,
     ScimError,
-    ScimThrottleCeilingError,
     escape_filter_value,
 )
 
@@ -64,11 +63,3 @@ def test_account_api_uses_its_own_path_and_page_size() -> None:
     assert hook.page_size == 100
     workspace = DatabricksScimHook("https://adb-1.1.azuredatabricks.net", "t")
     assert workspace.base_path == "/api/2.0/preview/scim/v2"
-
-
-def test_retry_after_beyond_the_ceiling_fails_instead_of_sleeping() -> None:
-    hook = DatabricksScimHook("https://adb-1.1.azuredatabricks.net", "t", max_retry_after=60)
-    assert hook._wait_seconds(1, 30.0) == 30.0
-    assert hook._wait_seconds(3, None) == pytest.approx(2.0)
-    with pytest.raises(ScimThrottleCeilingError, match="3600 s"):
-        hook._wait_seconds(1, 3600.0)

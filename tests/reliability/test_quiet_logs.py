@@ -1,0 +1,33 @@
+"""The task log holds what we say and real warnings, not the SDKs' request headers or connection dumps."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from entra_provisioning import tasks
+
+from .conftest import workspace
+
+#: Loggers that speak for this package: our modules, and our hooks under Airflow's hook logger prefix.
+OURS = ("entra_provisioning", "airflow.task.hooks.entra_provisioning")
+# Airflow's console renderer ends each line with "[logger.name] loc=file.py:line".
+LOGGER_OF_LINE = re.compile(r"\[(?P<level>\w+)\s*\].*\[(?P<logger>[\w.]+)\] loc=")
+
+
+def test_a_run_logs_only_our_lines_below_warning(connected, caplog, capsys) -> None:
+    caplog.set_level(logging.INFO)
+    ws = workspace(connected, groups=("Data Engineers",))
+    summary = tasks.add_missing_users(ws, tasks.fetch_token(ws), tasks.resolve_members(ws), {})
+    assert summary["added"] == 4
+
+    # Records that reach the root logger, and lines Airflow's own (structlog) handlers print.
+    seen = {(logging.getLevelName(r.levelno).lower(), r.name) for r in caplog.records}
+    out = capsys.readouterr().out
+    seen |= {(m["level"], m["logger"]) for m in LOGGER_OF_LINE.finditer(out)}
+    foreign = sorted(name for level, name in seen if level in ("info", "debug") and not name.startswith(OURS))
+    assert foreign == []
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(OURS)]
+    assert any(m.startswith("Token from secret ws-beta-pat") for m in ours)
+    assert any(m.startswith("Run summary for reliability") for m in ours)
+    assert "Request headers" not in out and "Client id:" not in out
