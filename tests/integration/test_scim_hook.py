@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from entra_provisioning import USER_AGENT
 from entra_provisioning.hooks.scim import SCIM_RETRY_POLICY, DatabricksScimHook, ScimAuthError
 from entra_provisioning.plan import Member
 
@@ -22,6 +23,9 @@ def test_check_admin_and_token_goes_to_that_workspace_only(sandbox_env) -> None:
         assert scim.check_admin() == "admin@contoso.com"
     token = sandbox_env.pat("ws-alpha")
     assert sandbox_env.hosts_for_token(token) == {sandbox_env.workspace_host("ws-alpha").split("//")[1]}
+    # Every request says who sent it, so Databricks' audit and support logs can tell our traffic apart.
+    agents = {entry["user_agent"] for entry in sandbox_env.control.log(system="workspace:ws-alpha")}
+    assert agents == {USER_AGENT}
 
 
 def test_invalid_token_and_non_admin_are_refused_clearly(sandbox_env) -> None:

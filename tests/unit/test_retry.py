@@ -233,3 +233,30 @@ def test_every_hook_error_is_in_exactly_one_branch() -> None:
     for cls in classes:
         assert issubclass(cls, PermanentError) != issubclass(cls, TransientError), cls
         assert cls.retryable == issubclass(cls, TransientError)
+
+
+@pytest.mark.parametrize(
+    ("system", "hook_module", "hook_class"),
+    [
+        ("Key Vault", "key_vault", "KeyVaultSecretHook"),
+        ("Microsoft Graph", "entra", "EntraGroupsHook"),
+        ("Databricks SCIM", "scim", "DatabricksScimHook"),
+    ],
+)
+def test_the_readme_states_each_hooks_real_policy(system: str, hook_module: str, hook_class: str) -> None:
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    module = importlib.import_module(f"entra_provisioning.hooks.{hook_module}")
+    # The module's declared policy, not the fast one the test-wide fixture swaps in.
+    declared = next(v for v in vars(module).values() if isinstance(v, RetryPolicy))
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith(f"| {system} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == str(declared.attempts)
+    assert cells[2] == f"uniform in [0, min({declared.backoff_max:g} s, {declared.backoff_base:g} s · 2ⁿ⁻¹)]"
+    assert cells[3].startswith(f"honoured up to {declared.retry_after_ceiling:g} s")
+    assert cells[4] == f"{declared.deadline:g} s"
+    # Each hook takes a policy of its own (tests inject one), defaulting to the declared one.
+    assert "retry_policy" in inspect.signature(getattr(module, hook_class)).parameters

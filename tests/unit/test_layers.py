@@ -1,0 +1,72 @@
+"""The layers point down: entry → factory → tasks → (hooks | plan, summary) → config → shared values → errors.
+
+A hook speaks its system only: it may use the shared value types, URL facts, errors and the retry policy,
+but never the decision layer or the config file's model.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import entra_provisioning
+from entra_provisioning import USER_AGENT, __version__
+
+PACKAGE = Path(entra_provisioning.__file__).parent
+REPO = PACKAGE.parents[1]
+
+#: What each module may import from the package (besides itself); anything else is an upward arrow.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "retry": {"errors"},
+    "identities": set(),
+    "urls": set(),
+    "config": {"errors", "identities", "urls"},
+    "plan": {"errors", "identities"},
+    "summary": {"identities", "plan"},
+    "hooks": set(),
+    "hooks.key_vault": {"", "errors", "hooks", "retry", "urls"},
+    "hooks.entra": {"", "errors", "hooks", "identities", "retry"},
+    "hooks.scim": {"", "errors", "identities", "retry", "urls"},
+}
+
+
+def package_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            if name == "entra_provisioning":
+                found.add("")
+            elif name.startswith("entra_provisioning."):
+                found.add(name.removeprefix("entra_provisioning."))
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_imports_only_point_down(module: str) -> None:
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    if module == "hooks":
+        path = PACKAGE / "hooks" / "__init__.py"
+    assert package_imports(path) <= ALLOWED[module], module
+
+
+def test_every_module_is_placed_in_a_layer() -> None:
+    lower = {p.stem if p.parent == PACKAGE else f"hooks.{p.stem}" for p in PACKAGE.rglob("*.py")}
+    lower -= {"__init__", "__main__", "hooks.__init__", "cli", "factory", "tasks"}  # the upper layers
+    assert lower <= set(ALLOWED), sorted(lower - set(ALLOWED))
+
+
+def test_one_version_for_package_metadata_and_user_agent() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__
+    assert re.fullmatch(r"entra-provisioning/\d+\.\d+\.\d+", USER_AGENT)
+    assert USER_AGENT.endswith(__version__)
