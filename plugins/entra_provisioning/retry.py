@@ -101,26 +101,49 @@ class RetryPolicy:
         """The wait after the ``attempt``-th failure: the server's ``Retry-After`` (a minimum) plus jitter."""
         return (retry_after or 0.0) + self.jitter(attempt)
 
+    def ceiling_message(self, service: str, seconds: float, action: str = "") -> str:
+        """The one-line failure for a ``Retry-After`` over the ceiling, the same for every system."""
+        return (
+            f"{service} asked to retry {action + ' ' if action else ''}after {seconds:.0f} s, more than the "
+            f"{self.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can retry the task later"
+        )
+
     # ------------------------------------------------------------------------------------- running
 
-    def call(self, attempt: Callable[[], _T], *, give_up: GiveUp, on_retry: OnRetry | None = None) -> _T:
+    def call(
+        self,
+        attempt: Callable[[], _T],
+        *,
+        what: str,
+        log: Any,
+        give_up: GiveUp,
+        on_retry: OnRetry | None = None,
+    ) -> _T:
         """Run ``attempt`` until it returns, raises a non-transient error, or the policy gives up.
 
         :param attempt: one request; raises :class:`TransientError` (with ``retry_after`` if the server
             said) for what may be retried, anything else to stop at once.
+        :param what: the call, for the retry log line ("SCIM GET Users", …).
+        :param log: the hook's logger; each retry is logged once, the same way for every system.
         :param give_up: builds what to raise from the last transient error and the attempts made.
-        :param on_retry: told of each retry before its wait (for logging and counting).
+        :param on_retry: also told of each retry before its wait (for counting).
         """
         import tenacity
 
-        retrying = tenacity.Retrying(sleep=self.sleep, **self._tenacity_args(on_retry))
+        retrying = tenacity.Retrying(sleep=self.sleep, **self._tenacity_args(what, log, on_retry))
         try:
             return retrying(attempt)
         except TransientError as exc:
             raise give_up(exc, retrying.statistics.get("attempt_number", 1)) from None
 
     async def acall(
-        self, attempt: Callable[[], Awaitable[_T]], *, give_up: GiveUp, on_retry: OnRetry | None = None
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        *,
+        what: str,
+        log: Any,
+        give_up: GiveUp,
+        on_retry: OnRetry | None = None,
     ) -> _T:
         """:meth:`call` for a coroutine function."""
         import tenacity
@@ -131,13 +154,13 @@ class RetryPolicy:
             else:  # an injected (fake) sleep
                 self.sleep(seconds)
 
-        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._tenacity_args(on_retry))
+        retrying = tenacity.AsyncRetrying(sleep=sleep, **self._tenacity_args(what, log, on_retry))
         try:
             return await retrying(attempt)
         except TransientError as exc:
             raise give_up(exc, retrying.statistics.get("attempt_number", 1)) from None
 
-    def _tenacity_args(self, on_retry: OnRetry | None) -> dict[str, Any]:
+    def _tenacity_args(self, what: str, log: Any, on_retry: OnRetry | None) -> dict[str, Any]:
 
         started = self.clock()
 
@@ -157,7 +180,17 @@ class RetryPolicy:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            if on_retry is not None and isinstance(exc, TransientError):
+            if not isinstance(exc, TransientError):
+                return
+            log.info(
+                "%s failed (%s); attempt %d of %d, next in %.1f s",
+                what,
+                exc,
+                state.attempt_number,
+                self.attempts,
+                state.upcoming_sleep,
+            )
+            if on_retry is not None:
                 on_retry(exc, state.attempt_number, state.upcoming_sleep)
 
         return {

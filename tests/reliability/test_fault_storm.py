@@ -171,22 +171,6 @@ def test_scim_ceiling_applies_to_the_token_check_too(connected) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_graph_retry_after_beyond_the_ceiling_fails_the_task_instead_of_sleeping(connected) -> None:
-    from entra_provisioning.hooks.entra import GraphUnavailableError
-
-    connected.control.set_faults(
-        [{"system": "graph", "endpoint": "graph.groups.list", "rate_429": 1.0, "retry_after": HOURS}]
-    )
-    started = time.monotonic()
-    with pytest.raises(GraphUnavailableError) as info:
-        tasks.resolve_members(workspace(connected, groups=("Data Engineers",)))
-    assert time.monotonic() - started < 30
-    assert str(info.value) == (
-        f"Microsoft Graph asked to retry looking up Entra group 'Data Engineers' after {HOURS} s, more than "
-        "the 120 s ceiling; failing so that Airflow can retry the task later"
-    )
-
-
 def test_key_vault_retry_after_beyond_the_ceiling_fails_the_task_instead_of_sleeping(connected) -> None:
     connected.control.set_faults(
         [{"system": "vault:kv-demo", "endpoint": "vault.secrets.get", "rate_429": 1.0, "retry_after": HOURS}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -67,6 +68,9 @@ def give_up(exc: TransientError, attempts: int) -> BaseException:
     return RuntimeError(f"gave up after {attempts} attempts: {exc}")
 
 
+QUIET = {"what": "test call", "log": logging.getLogger("test_retry"), "give_up": give_up}
+
+
 def test_full_jitter_stays_within_the_doubling_cap() -> None:
     p = policy(FakeClock(), backoff_base=0.5, backoff_max=4.0)
     for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 4.0), (9, 4.0)]:
@@ -85,7 +89,7 @@ def test_retry_after_is_a_minimum_and_jitter_comes_on_top() -> None:
 def test_a_call_that_recovers_returns_and_sleeps_between_attempts() -> None:
     clock = FakeClock()
     flaky = Flaky(clock, failures=2)
-    assert policy(clock).call(flaky, give_up=give_up) == "ok"
+    assert policy(clock).call(flaky, **QUIET) == "ok"
     assert len(flaky.attempted_at) == 3
     assert len(clock.sleeps) == 2
 
@@ -94,7 +98,7 @@ def test_attempts_are_exactly_the_policy_and_give_up_names_them() -> None:
     clock = FakeClock()
     flaky = Flaky(clock, failures=99)
     with pytest.raises(RuntimeError, match="gave up after 5 attempts: busy"):
-        policy(clock).call(flaky, give_up=give_up)
+        policy(clock).call(flaky, **QUIET)
     assert len(flaky.attempted_at) == 5
     assert len(clock.sleeps) == 4
 
@@ -103,7 +107,7 @@ def test_permanent_errors_are_not_retried() -> None:
     clock = FakeClock()
     flaky = Flaky(clock, failures=99, error=lambda: PermanentError("no"))
     with pytest.raises(PermanentError, match="no"):
-        policy(clock).call(flaky, give_up=give_up)
+        policy(clock).call(flaky, **QUIET)
     assert len(flaky.attempted_at) == 1 and clock.sleeps == []
 
 
@@ -111,7 +115,7 @@ def test_retry_after_over_the_ceiling_gives_up_at_once_without_sleeping() -> Non
     clock = FakeClock()
     flaky = Flaky(clock, failures=99, error=lambda: TransientError("throttled", retry_after=150.0))
     with pytest.raises(RuntimeError, match="after 1 attempts"):
-        policy(clock).call(flaky, give_up=give_up)
+        policy(clock).call(flaky, **QUIET)
     assert clock.sleeps == []
     assert policy(clock).too_long(150.0) and not policy(clock).too_long(120.0)
 
@@ -120,7 +124,7 @@ def test_the_deadline_bounds_a_call_including_its_waits() -> None:
     clock = FakeClock()
     flaky = Flaky(clock, failures=99, error=lambda: TransientError("throttled", retry_after=40.0))
     with pytest.raises(RuntimeError, match="after 3 attempts"):
-        policy(clock, attempts=10, deadline=100.0).call(flaky, give_up=give_up)
+        policy(clock, attempts=10, deadline=100.0).call(flaky, **QUIET)
     # Two waits of 40 s + jitter fit in 100 s; a third would end past the deadline, so it is not begun.
     assert len(clock.sleeps) == 2
     assert clock.now <= 100.0
@@ -132,7 +136,7 @@ def test_two_workers_throttled_at_once_do_not_retry_at_the_same_instant() -> Non
     def first_retry(seed: int, base: float) -> list[float]:
         clock = FakeClock()
         flaky = Flaky(clock, failures=3, error=lambda: TransientError("429", retry_after=1.0))
-        policy(clock, seed=seed, backoff_base=base).call(flaky, give_up=give_up)
+        policy(clock, seed=seed, backoff_base=base).call(flaky, **QUIET)
         return flaky.attempted_at[1:]
 
     a, b = first_retry(seed=11, base=0.5), first_retry(seed=12, base=0.5)
@@ -151,18 +155,35 @@ def test_async_calls_follow_the_same_policy() -> None:
         raise TransientError("busy")
 
     with pytest.raises(RuntimeError, match="after 4 attempts"):
-        asyncio.run(policy(clock, attempts=4).acall(attempt, give_up=give_up))
+        asyncio.run(policy(clock, attempts=4).acall(attempt, **QUIET))
     assert len(calls) == 4 and len(clock.sleeps) == 3
 
 
-def test_on_retry_is_told_of_each_retry() -> None:
+def test_each_retry_is_logged_once_and_told_to_on_retry(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="test_retry")
     clock = FakeClock()
     told: list[tuple[str, int, float]] = []
     policy(clock).call(
-        Flaky(clock, failures=2), give_up=give_up, on_retry=lambda e, n, w: told.append((str(e), n, w))
+        Flaky(clock, failures=2), **QUIET, on_retry=lambda e, n, w: told.append((str(e), n, w))
     )
     assert [(e, n) for e, n, _ in told] == [("busy", 1), ("busy", 2)]
     assert [w for *_, w in told] == clock.sleeps
+    lines = [r.getMessage() for r in caplog.records if r.name == "test_retry"]
+    assert lines == [
+        f"test call failed (busy); attempt {n} of 5, next in {w:.1f} s"
+        for n, w in zip((1, 2), clock.sleeps, strict=True)
+    ]
+
+
+def test_the_ceiling_message_is_one_sentence_for_every_system() -> None:
+    p = RetryPolicy()
+    assert p.ceiling_message("Databricks", 7200) == (
+        "Databricks asked to retry after 7200 s, more than the 120 s ceiling; "
+        "failing so that Airflow can retry the task later"
+    )
+    assert p.ceiling_message("Key Vault", 150.4, "reading x").startswith(
+        "Key Vault asked to retry reading x after 150 s"
+    )
 
 
 def test_parse_retry_after_reads_seconds_and_http_dates() -> None:

@@ -169,30 +169,22 @@ class EntraGroupsHook(BaseHook):
                     f"HTTP {status}: {message}", status=status, service_message=message
                 ) from None
 
-        def on_retry(exc: TransientError, attempt_number: int, wait: float) -> None:
+        def counted(*_: object) -> None:
             self.retries += 1
-            self.log.info(
-                "Graph call failed while %s (%s); attempt %d of %d, next in %.1f s",
-                what,
-                exc,
-                attempt_number,
-                self.retry_policy.attempts,
-                wait,
-            )
 
         def give_up(exc: TransientError, attempts: int) -> BaseException:
             if self.retry_policy.too_long(exc.retry_after):
                 return GraphUnavailableError(
-                    f"Microsoft Graph asked to retry {what} after {exc.retry_after:.0f} s, more than the "
-                    f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can retry "
-                    "the task later"
+                    self.retry_policy.ceiling_message("Microsoft Graph", exc.retry_after or 0.0, what)
                 )
             return GraphUnavailableError(
                 f"Microsoft Graph kept failing while {what} ({exc}, {attempts} attempts); "
                 "Airflow will retry the task"
             )
 
-        return await self.retry_policy.acall(attempt, give_up=give_up, on_retry=on_retry)
+        return await self.retry_policy.acall(
+            attempt, what=f"Graph call {what}", log=self.log, give_up=give_up, on_retry=counted
+        )
 
     async def _client(self, provider_hook: Any) -> tuple[GraphServiceClient, str]:
         from msgraph import GraphServiceClient

@@ -65,9 +65,10 @@ KEY_VAULT_ERRORS = ErrorTable(
 )
 
 #: azure-core's own retries are off for our client (RetryPolicy.no_retries): this is the only layer.
-#: Throttled vaults answer 429 in bursts, and the unauthenticated challenge request that starts every client
-#: can be throttled too, so Key Vault gets as many attempts as SCIM.
-KEY_VAULT_RETRY_POLICY = RetryPolicy(attempts=6, backoff_base=0.5, backoff_max=10.0)
+#: Ten attempts, azure-core's own default total: throttled vaults answer 429 in bursts, and the
+#: unauthenticated challenge request that starts every client can be throttled too. The deadline, not the
+#: count, bounds the time.
+KEY_VAULT_RETRY_POLICY = RetryPolicy(attempts=10, backoff_base=0.5, backoff_max=10.0)
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,7 @@ class KeyVaultSecretHook(BaseHook):
         def give_up(exc: TransientError, attempts: int) -> BaseException:
             if self.retry_policy.too_long(exc.retry_after):
                 return KeyVaultUnavailableError(
-                    f"Key Vault asked to retry reading {where} after {exc.retry_after:.0f} s, more than the "
-                    f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can "
-                    "retry the task later"
+                    self.retry_policy.ceiling_message("Key Vault", exc.retry_after or 0.0, f"reading {where}")
                 )
             if isinstance(exc, KeyVaultUnreachableError):
                 return KeyVaultUnavailableError(
@@ -193,18 +192,10 @@ class KeyVaultSecretHook(BaseHook):
                 f"Key Vault kept answering {exc} for {where} ({attempts} attempts); Airflow will retry the task"
             )
 
-        def on_retry(exc: TransientError, attempt_number: int, wait: float) -> None:
-            self.log.info(
-                "Key Vault read of %s failed (%s); attempt %d of %d, next in %.1f s",
-                where,
-                exc,
-                attempt_number,
-                self.retry_policy.attempts,
-                wait,
-            )
-
         try:
-            secret = self.retry_policy.call(attempt, give_up=give_up, on_retry=on_retry)
+            secret = self.retry_policy.call(
+                attempt, what=f"Key Vault read of {where}", log=self.log, give_up=give_up
+            )
         finally:
             client.close()
 

@@ -280,10 +280,7 @@ class DatabricksScimHook(BaseHook):
                     # Fail before touching the shared pacer: pushing it hours ahead would park every other
                     # create worker that long, even though this task is about to fail.
                     raise ScimThrottleCeilingError(
-                        f"Databricks asked to retry after {hint:.0f} s, more than the "
-                        f"{self.retry_policy.retry_after_ceiling:.0f} s ceiling; failing so that Airflow can "
-                        "retry the task later",
-                        retry_after=hint,
+                        self.retry_policy.ceiling_message("Databricks", hint or 0.0), retry_after=hint
                     )
                 self.pacer.hold_off(hint if hint is not None else self.retry_policy.backoff_base)
                 raise kind(f"throttled (HTTP {response.status_code})", retry_after=hint)
@@ -301,17 +298,6 @@ class DatabricksScimHook(BaseHook):
                 )
             return ScimResponse(response.status_code, body, ambiguous)
 
-        def on_retry(exc: TransientError, attempt: int, wait: float) -> None:
-            self.log.info(
-                "SCIM %s %s failed (%s); attempt %d of %d, next in %.1f s",
-                method,
-                endpoint,
-                exc,
-                attempt,
-                self.retry_policy.attempts,
-                wait,
-            )
-
         def give_up(exc: TransientError, attempts: int) -> BaseException:
             if isinstance(exc, ScimThrottleCeilingError):
                 return exc
@@ -322,7 +308,7 @@ class DatabricksScimHook(BaseHook):
                 )
             return type(exc)(f"{method} {endpoint} still failing after {attempts} attempts: {exc}")
 
-        return self.retry_policy.call(once, give_up=give_up, on_retry=on_retry)
+        return self.retry_policy.call(once, what=f"SCIM {method} {endpoint}", log=self.log, give_up=give_up)
 
     # ---------------------------------------------------------------------------------- endpoints
 
