@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from entra_provisioning.config import ConfigError, load_config
+from entra_provisioning.config import ConfigError, load_config_report
 from entra_provisioning.factory import config_path
 
 
@@ -18,13 +18,25 @@ def _validate(paths: Sequence[str]) -> int:
     status = 0
     for path in paths or [str(config_path())]:
         try:
-            config = load_config(path)
+            report = load_config_report(path)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
+            print(f"{path}: unusable as a whole: Airflow builds no DAG from it", file=sys.stderr)
             status = 1
             continue
+        config = report.config
         enabled = config.enabled_workspaces
-        print(f"{path}: OK, {len(config.workspaces)} workspace(s), {len(enabled)} enabled")
+        error = report.error()
+        if error is not None:
+            print(error, file=sys.stderr)
+            status = 1
+            rejected = len(report.rejected)
+            print(
+                f"{path}: {rejected} entr{'y' if rejected == 1 else 'ies'} rejected (no DAG); the other "
+                f"{len(config.workspaces)} workspace(s) are valid, {len(enabled)} enabled"
+            )
+        else:
+            print(f"{path}: OK, {len(config.workspaces)} workspace(s), {len(enabled)} enabled")
         for ws in config.workspaces:
             state = "" if ws.enabled else "  (disabled)"
             print(
