@@ -387,6 +387,7 @@ class _Collector:
 def _canonical_keys(raw: Mapping[Any, Any], allowed: frozenset[str], out: _Collector) -> dict[str, Any]:
     """Resolve aliases, report unknown and clashing keys."""
     result: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str):
             out.add(str(key), "keys must be strings")
@@ -397,9 +398,12 @@ def _canonical_keys(raw: Mapping[Any, Any], allowed: frozenset[str], out: _Colle
             out.add(key, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
             continue
         if canonical in result:
-            out.add(key, f"given twice: as {canonical!r} and as its alias {key!r}")
+            # Name the alias whichever of the two came first in the file.
+            alias = key if key != canonical else given_as[canonical]
+            out.add(key, f"given twice: as {canonical!r} and as its alias {alias!r}")
             continue
         result[canonical] = value
+        given_as[canonical] = key
     return result
 
 
