@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 CONFIG ?= config/workspaces.yaml
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: help install lint typecheck unit test validate-config demo ui sandbox bench clean
+.PHONY: help install lint typecheck unit test validate-config schema demo ui sandbox bench clean
 
 help:
 	@echo "make demo             run the main job end to end against the local sandbox"
 	@echo "make test             install, validate the shipped config, lint, type-check and run every test"
 	@echo "make validate-config  check CONFIG=$(CONFIG) the way the DAG file will"
+	@echo "make schema           regenerate config/workspaces.schema.json and the README's field tables"
 	@echo "make ui               airflow standalone with the demo DAGs against the sandbox (UI on 127.0.0.1:8080)"
 	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
 	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 11 minutes)"
@@ -32,6 +33,11 @@ install: $(STAMP)
 
 validate-config: $(STAMP)
 	$(PY) -m entra_provisioning validate $(CONFIG)
+
+# The JSON Schema and the README's field tables are generated from plugins/entra_provisioning/config_fields.py
+# (a test fails when the committed copies are stale).
+schema: $(STAMP)
+	$(PY) -m entra_provisioning schema --write config/workspaces.schema.json --readme README.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

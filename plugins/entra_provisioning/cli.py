@@ -2,6 +2,9 @@
 
 ``python -m entra_provisioning validate [FILE ...]`` checks files the way the DAG file will, prints each
 problem (file, entry, field) and exits non-zero if any file is invalid, so it can gate a pull request.
+``fields`` prints the README's field tables and ``schema`` the JSON Schema, both generated from the one
+field table (``config_fields.py``); ``schema --write FILE --readme README.md`` (``make schema``) rewrites
+the committed copies, ``--check`` only reports whether they are current.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from entra_provisioning.config import ConfigError, load_config
+from entra_provisioning.config import ConfigError, load_config_report
 from entra_provisioning.factory import config_path
 
 
@@ -18,13 +22,25 @@ def _validate(paths: Sequence[str]) -> int:
     status = 0
     for path in paths or [str(config_path())]:
         try:
-            config = load_config(path)
+            report = load_config_report(path)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
+            print(f"{path}: unusable as a whole: Airflow builds no DAG from it", file=sys.stderr)
             status = 1
             continue
+        config = report.config
         enabled = config.enabled_workspaces
-        print(f"{path}: OK, {len(config.workspaces)} workspace(s), {len(enabled)} enabled")
+        error = report.error()
+        if error is not None:
+            print(error, file=sys.stderr)
+            status = 1
+            rejected = len(report.rejected)
+            print(
+                f"{path}: {rejected} entr{'y' if rejected == 1 else 'ies'} rejected (no DAG); the other "
+                f"{len(config.workspaces)} workspace(s) are valid, {len(enabled)} enabled"
+            )
+        else:
+            print(f"{path}: OK, {len(config.workspaces)} workspace(s), {len(enabled)} enabled")
         for ws in config.workspaces:
             state = "" if ws.enabled else "  (disabled)"
             print(
@@ -34,13 +50,50 @@ def _validate(paths: Sequence[str]) -> int:
     return status
 
 
+def _schema(schema_file: str | None, readme: str | None, check: bool) -> int:
+    from entra_provisioning.config_schema import replace_blocks, schema_text
+
+    if schema_file is None and readme is None:
+        print(schema_text(), end="")
+        return 0
+    wanted: dict[Path, str] = {}
+    if schema_file is not None:
+        wanted[Path(schema_file)] = schema_text()
+    if readme is not None:
+        wanted[Path(readme)] = replace_blocks(Path(readme).read_text(encoding="utf-8"))
+    stale = {
+        path: text
+        for path, text in wanted.items()
+        if not path.exists() or path.read_text(encoding="utf-8") != text
+    }
+    for path, text in stale.items():
+        if check:
+            print(f"{path} is out of date with config_fields.py: run `make schema`", file=sys.stderr)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    return 1 if check and stale else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m entra_provisioning", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="validate workspaces files; exit 1 on any problem")
     validate.add_argument("files", nargs="*", help="files to check (default: the file the DAGs read)")
+    commands.add_parser("fields", help="print the README's field tables (Markdown) from the field table")
+    schema = commands.add_parser("schema", help="print the JSON Schema, or write/check the committed copies")
+    schema.add_argument("--write", metavar="FILE", help="the JSON Schema file to (re)write")
+    schema.add_argument("--readme", metavar="FILE", help="a README whose generated tables to rewrite")
+    schema.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "fields":
+        from entra_provisioning.config_schema import markdown_blocks
+
+        print("\n\n".join(markdown_blocks().values()))
+        return 0
+    if args.command == "schema":
+        return _schema(args.write, args.readme, args.check)
     parser.error(f"unknown command {args.command}")
     return 2

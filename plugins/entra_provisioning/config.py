@@ -3,6 +3,10 @@
 The file is the former "SCIM AD Groups" file, one entry per Databricks workspace. Loading it must be
 cheap (it runs at every DAG parse) and must report *every* problem at once, each naming the file, the
 entry (index and name) and the field, so whoever edits the file fixes it in one pass.
+
+The fields themselves (types, defaults, ranges, aliases) are declared once in ``config_fields.py``; this
+module applies them. A problem in one entry disqualifies that entry only (:func:`load_config_report`), so
+the other workspaces keep their DAGs; a problem with the file as a whole disqualifies everything.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from entra_provisioning.config_fields import CRON_PRESETS, FIELDS, SETTINGS_FIELDS, Field, Kind
 from entra_provisioning.errors import PermanentError
-from entra_provisioning.identities import USER_NAME_ATTRIBUTES, is_object_id
+from entra_provisioning.identities import is_object_id
 from entra_provisioning.urls import SecretRef, host_allowed, https_origin, parse_secret_url
 
 __all__ = [
     "ConfigError",
+    "ConfigReport",
+    "Problem",
     "ProvisioningConfig",
     "SecretRef",
     "Settings",
@@ -31,7 +38,9 @@ __all__ = [
     "host_allowed",
     "is_object_id",
     "load_config",
+    "load_config_report",
     "parse_config",
+    "parse_config_report",
     "parse_secret_url",
 ]
 
@@ -41,22 +50,17 @@ DAG_ID_PREFIX = "entra_provisioning__"
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
 MAX_YAML_ALIASES = 100
 
-DEFAULT_WORKSPACE_HOSTS: tuple[str, ...] = ("*.azuredatabricks.net",)
-DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = ("*.vault.azure.net",)
+DEFAULT_WORKSPACE_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_workspace_hosts"].default
+DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_key_vault_hosts"].default
 
 #: The seed's script ran "XX times per day"; four evenly spaced runs is our default.
-DEFAULT_RUNS_PER_DAY = 4
+DEFAULT_RUNS_PER_DAY: int = FIELDS["runs_per_day"].default
 
 #: The per-workspace script's parameter names, accepted unchanged so teams can paste them.
-ALIASES: Mapping[str, str] = {
-    "databricksInstance": "databricks_instance",
-    "accessGroups": "entra_groups",
-    "scimToken": "pat_secret_url",
-}
+ALIASES: Mapping[str, str] = {alias: f.name for f in FIELDS.values() for alias in f.aliases}
 
-CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Python's \w is Unicode-aware where ECMAScript's is not, so this one stays out of the shared table
+# (config_fields.Field.pattern) and is applied by the named "tags" check instead.
 _TAG_RE = re.compile(r"^[\w .:/-]{1,100}$")
 
 # Messages quote the offending value. A plain repr of a value built from YAML aliases can be exponentially
@@ -70,26 +74,30 @@ def _show(value: Any) -> str:
     return _QUOTE.repr(value)
 
 
+def _default(name: str) -> Any:
+    return FIELDS[name].default
+
+
 @dataclass(frozen=True)
 class WorkspaceConfig:
-    """One validated entry of the workspaces file."""
+    """One validated entry of the workspaces file (defaults: ``config_fields.FIELDS``)."""
 
     name: str
     databricks_instance: str
     entra_groups: tuple[str, ...]
     pat_secret_url: str
     schedule: str | None
-    enabled: bool = True
-    owner: str = "airflow"
-    tags: tuple[str, ...] = ()
-    azure_conn_id: str = "azure_default"
-    msgraph_conn_id: str = "msgraph_default"
-    user_name_attribute: str = "userPrincipalName"
-    max_new_users_per_run: int | None = 500
-    scim_concurrency: int = 4
-    scim_max_creates_per_second: float = 5.0
-    secret_expiry_warning_days: int = 14
-    description: str | None = None
+    enabled: bool = _default("enabled")
+    owner: str = _default("owner")
+    tags: tuple[str, ...] = _default("tags")
+    azure_conn_id: str = _default("azure_conn_id")
+    msgraph_conn_id: str = _default("msgraph_conn_id")
+    user_name_attribute: str = _default("user_name_attribute")
+    max_new_users_per_run: int | None = _default("max_new_users_per_run")
+    scim_concurrency: int = _default("scim_concurrency")
+    scim_max_creates_per_second: float = _default("scim_max_creates_per_second")
+    secret_expiry_warning_days: int = _default("secret_expiry_warning_days")
+    description: str | None = _default("description")
 
     @property
     def dag_id(self) -> str:
@@ -147,14 +155,40 @@ class Problem:
 
 
 class ConfigError(PermanentError):
-    """The workspaces file is unusable; ``problems`` lists every reason."""
+    """The workspaces file (or some of its entries) is unusable; ``problems`` lists every reason.
 
-    def __init__(self, path: str, problems: list[Problem]) -> None:
+    :param note: a closing line, e.g. what still works despite the problems.
+    """
+
+    def __init__(self, path: str, problems: list[Problem], note: str | None = None) -> None:
         self.path = path
         self.problems = problems
         lines = [p.render(path) for p in problems]
         noun = "problem" if len(lines) == 1 else "problems"
-        super().__init__(f"{len(lines)} {noun} in {path}:\n  - " + "\n  - ".join(lines))
+        message = f"{len(lines)} {noun} in {path}:\n  - " + "\n  - ".join(lines)
+        super().__init__(message + (f"\n{note}" if note else ""))
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """A workspaces file whose *file* is sound: the entries that are valid, and what is wrong with the rest.
+
+    ``config`` holds only the valid entries; each problem names an entry (``Problem.index``), and that
+    entry is left out. Airflow builds DAGs from ``config`` so one bad entry cannot take the others down.
+    """
+
+    config: ProvisioningConfig
+    problems: tuple[Problem, ...]
+
+    @property
+    def rejected(self) -> tuple[tuple[int, str | None], ...]:
+        """``(index, name)`` of every entry left out, in file order."""
+        found = {p.index: p.entry_name for p in self.problems if p.index is not None}
+        return tuple(sorted(found.items()))
+
+    def error(self, note: str | None = None) -> ConfigError | None:
+        """The problems as one :class:`ConfigError` (``None`` when there are none)."""
+        return ConfigError(self.config.path, list(self.problems), note) if self.problems else None
 
 
 # ---------------------------------------------------------------------------------------------- YAML
@@ -262,28 +296,80 @@ def validate_cron(expression: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What a named check may need besides the value: the file's settings, the entry's name."""
+
+    settings: Settings
+    name: str
+
+
+def _check_workspace_url(value: str, ctx: _Context) -> str:
+    return _normalise_workspace_url(value.strip(), ctx.settings.allowed_workspace_hosts)
+
+
+def _check_secret_url(value: str, ctx: _Context) -> str:
+    return _checked_secret_url(value.strip(), ctx.settings)
+
+
+def _check_groups(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must name at least one group (display name or object id)")
+    return value
+
+
+def _check_tags(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
+    bad = [t for t in value if not _TAG_RE.match(t)]
+    if bad:
+        raise ValueError(f"tags must be 1-100 word characters, spaces, '.', ':', '/' or '-': {bad}")
+    return value
+
+
+def _check_cron(value: str | None, ctx: _Context) -> str | None:
+    if value is None:
+        return None  # manual runs only
+    validate_cron(value.strip())
+    return value.strip()
+
+
+def _check_runs_per_day(value: int, ctx: _Context) -> int:
+    runs_per_day_to_cron(value, ctx.name)  # raises ValueError when the day cannot be split evenly
+    return value
+
+
+#: The special validators ``config_fields`` refers to by name. Each gets a value that passed the field's
+#: generic checks, returns it normalised, or raises ``ValueError`` with the message to show.
+_CHECKS: Mapping[str, Callable[[Any, _Context], Any]] = {
+    "workspace_url": _check_workspace_url,
+    "secret_url": _check_secret_url,
+    "groups": _check_groups,
+    "tags": _check_tags,
+    "cron": _check_cron,
+    "runs_per_day": _check_runs_per_day,
+}
+_unknown_checks = {f.check for f in (*FIELDS.values(), *SETTINGS_FIELDS.values())} - {None, *_CHECKS}
+if _unknown_checks:  # a typo in the table must fail loudly, not silently skip a check
+    raise RuntimeError(f"config_fields names checks that config.py does not define: {_unknown_checks}")
+
+
 # ------------------------------------------------------------------------------------------ loading
 
 
-_REQUIRED = ("name", "databricks_instance", "entra_groups", "pat_secret_url")
-_OPTIONAL_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "owner": "airflow",
-    "tags": [],
-    "azure_conn_id": "azure_default",
-    "msgraph_conn_id": "msgraph_default",
-    "user_name_attribute": "userPrincipalName",
-    "max_new_users_per_run": 500,
-    "scim_concurrency": 4,
-    "scim_max_creates_per_second": 5.0,
-    "secret_expiry_warning_days": 14,
-    "description": None,
-}
+_REQUIRED = tuple(f.name for f in FIELDS.values() if f.required)
 _SCHEDULE_KEYS = ("schedule", "runs_per_day")
-ENTRY_KEYS = frozenset((*_REQUIRED, *_OPTIONAL_DEFAULTS, *_SCHEDULE_KEYS))
-DEFAULTS_KEYS = ENTRY_KEYS - {"name", "databricks_instance", "pat_secret_url"}
+# The schedule pair is resolved together (one replaces the other), so neither is merged as a default.
+_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+    for f in FIELDS.values()
+    if f.has_default and f.name not in _SCHEDULE_KEYS
+}
+ENTRY_KEYS = frozenset(FIELDS)
+DEFAULTS_KEYS = frozenset(f.name for f in FIELDS.values() if f.in_defaults)
 TOP_LEVEL_KEYS = frozenset(("settings", "defaults", "workspaces"))
-SETTINGS_KEYS = frozenset(("allowed_workspace_hosts", "allowed_key_vault_hosts"))
+SETTINGS_KEYS = frozenset(SETTINGS_FIELDS)
+
+#: Returned by :func:`_validate` for a value that is wrong (``None`` is a valid value of nullable fields).
+_INVALID: Any = object()
 
 
 class _Collector:
@@ -301,6 +387,7 @@ class _Collector:
 def _canonical_keys(raw: Mapping[Any, Any], allowed: frozenset[str], out: _Collector) -> dict[str, Any]:
     """Resolve aliases, report unknown and clashing keys."""
     result: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str):
             out.add(str(key), "keys must be strings")
@@ -311,9 +398,12 @@ def _canonical_keys(raw: Mapping[Any, Any], allowed: frozenset[str], out: _Colle
             out.add(key, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
             continue
         if canonical in result:
-            out.add(key, f"given twice: as {canonical!r} and as its alias {key!r}")
+            # Name the alias whichever of the two came first in the file.
+            alias = key if key != canonical else given_as[canonical]
+            out.add(key, f"given twice: as {canonical!r} and as its alias {alias!r}")
             continue
         result[canonical] = value
+        given_as[canonical] = key
     return result
 
 
@@ -340,15 +430,100 @@ def _str_list(value: Any, field_name: str, out: _Collector, *, allow_single: boo
     return tuple(items)
 
 
-def _int(value: Any, field_name: str, out: _Collector, *, minimum: int, maximum: int | None = None) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int):
-        out.add(field_name, f"must be an integer, got {type(value).__name__}")
+def _bounds(spec: Field) -> str:
+    low = None if spec.minimum is None else f"{spec.minimum:g}"
+    high = None if spec.maximum is None else f"{spec.maximum:g}"
+    if spec.kind is Kind.NUMBER:
+        parts = [f"above {low}" if spec.exclusive_minimum else f"at least {low}"] if low else []
+        parts += [f"at most {high}"] if high else []
+        return "a number " + " and ".join(parts) if parts else "a number"
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f"at least {low}" if low is not None else f"at most {high}"
+
+
+def _generic(spec: Field, value: Any, label: str, out: _Collector) -> Any:
+    """The checks a field's table row states: type, null, choices, range, pattern. Returns the value
+    (strings stripped, lists as de-duplicated tuples) or ``_INVALID`` after reporting the problem."""
+    if value is None and spec.nullable:
         return None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        out.add(field_name, f"must be {bound}, got {value}")
-        return None
-    return value
+    if spec.choices:
+        if isinstance(value, list | dict) or value not in spec.choices:
+            out.add(label, f"must be one of {list(spec.choices)}, got {_show(value)}")
+            return _INVALID
+        return value
+    if spec.kind is Kind.BOOLEAN:
+        if not isinstance(value, bool):
+            out.add(label, f"must be true or false, got {_show(value)}")
+            return _INVALID
+        return value
+    if spec.kind is Kind.INTEGER:
+        if isinstance(value, bool) or not isinstance(value, int):
+            out.add(label, f"must be an integer, got {type(value).__name__}")
+            return _INVALID
+        if (spec.minimum is not None and value < spec.minimum) or (
+            spec.maximum is not None and value > spec.maximum
+        ):
+            out.add(label, f"must be {_bounds(spec)}, got {value}")
+            return _INVALID
+        return value
+    if spec.kind is Kind.NUMBER:
+        # ``not (low < value)`` rather than ``value <= low`` so that NaN is refused too.
+        in_range = (
+            not isinstance(value, bool)
+            and isinstance(value, int | float)
+            and (
+                spec.minimum is None
+                or (value > spec.minimum if spec.exclusive_minimum else value >= spec.minimum)
+            )
+            and (spec.maximum is None or value <= spec.maximum)
+        )
+        if not in_range:
+            out.add(label, f"must be {_bounds(spec)}, got {_show(value)}")
+            return _INVALID
+        return float(value)
+    if spec.kind is Kind.TEXT_LIST:
+        items = _str_list(value, label, out, allow_single=spec.single_allowed)
+        if items is None:
+            return _INVALID
+        if spec.pattern is not None:
+            bad = [item for item in items if not re.fullmatch(spec.pattern, item)]
+            if bad:
+                out.add(label, f"each item must be {spec.pattern_hint or 'valid'}, got {bad}")
+                return _INVALID
+        return items
+    # Kind.TEXT
+    if not isinstance(value, str):
+        if spec.pattern_hint:
+            out.add(label, f"must be {spec.pattern_hint}, got {_show(value)}")
+        elif spec.name == "schedule":
+            out.add(label, f"must be a cron expression, a preset or null, got {type(value).__name__}")
+        else:
+            out.add(label, f"must be a string, got {type(value).__name__}")
+        return _INVALID
+    if spec.pattern is not None:
+        if not re.fullmatch(spec.pattern, value):
+            out.add(label, f"must be {spec.pattern_hint or 'valid'}, got {_show(value)}")
+            return _INVALID
+        return value
+    if spec.check is not None or spec.nullable:
+        return value  # the named check (or free text) decides what the string may hold
+    if not value.strip():
+        out.add(label, f"must be a non-empty string, got {_show(value)}")
+        return _INVALID
+    return value.strip()
+
+
+def _validate(spec: Field, value: Any, label: str, out: _Collector, ctx: _Context) -> Any:
+    """A field's generic checks, then its named check; the normalised value or ``_INVALID``."""
+    checked = _generic(spec, value, label, out)
+    if checked is _INVALID or spec.check is None:
+        return checked
+    try:
+        return _CHECKS[spec.check](checked, ctx)
+    except ValueError as exc:
+        out.add(label, str(exc))
+        return _INVALID
 
 
 def _settings(raw: Any, problems: list[Problem]) -> Settings:
@@ -358,32 +533,50 @@ def _settings(raw: Any, problems: list[Problem]) -> Settings:
     if not isinstance(raw, Mapping):
         out.add("settings", f"must be a mapping, got {type(raw).__name__}")
         return Settings()
-    values: dict[str, tuple[str, ...]] = {}
+    ctx = _Context(Settings(), "settings")
+    values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in SETTINGS_KEYS:
+        spec = SETTINGS_FIELDS.get(key) if isinstance(key, str) else None
+        if spec is None:
             out.add(f"settings.{key}", "unknown key")
             continue
-        patterns = _str_list(value, f"settings.{key}", out, allow_single=False)
-        if patterns is not None:
-            bad = [p for p in patterns if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+", p.lower())]
-            if bad:
-                out.add(f"settings.{key}", f"patterns must be a host or *.suffix, got {bad}")
-            else:
-                values[key] = patterns
-    return Settings(
-        allowed_workspace_hosts=values.get("allowed_workspace_hosts", DEFAULT_WORKSPACE_HOSTS),
-        allowed_key_vault_hosts=values.get("allowed_key_vault_hosts", DEFAULT_KEY_VAULT_HOSTS),
-    )
+        checked = _validate(spec, value, f"settings.{key}", out, ctx)
+        if checked is not _INVALID:
+            values[key] = checked
+    return Settings(**values)
+
+
+def _defaults(raw: Any, settings: Settings, problems: list[Problem]) -> dict[str, Any]:
+    """The ``defaults:`` block, checked once on its own: a bad default is a problem of the file, not of
+    every entry that inherits it. Only the good values are returned, so no entry reports them again."""
+    top = _Collector(problems, None, None)
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        top.add("defaults", f"must be a mapping, got {type(raw).__name__}")
+        return {}
+    own = _canonical_keys(raw, DEFAULTS_KEYS, top)
+    if all(k in own for k in _SCHEDULE_KEYS):
+        top.add("defaults.schedule", "give either 'schedule' or 'runs_per_day', not both")
+        own = {k: v for k, v in own.items() if k not in _SCHEDULE_KEYS}
+    ctx = _Context(settings, "defaults")
+    return {
+        key: value
+        for key, value in own.items()
+        if _validate(FIELDS[key], value, f"defaults.{key}", top, ctx) is not _INVALID
+    }
 
 
 def _entry(
     index: int, raw: Any, defaults: Mapping[str, Any], settings: Settings, problems: list[Problem]
-) -> WorkspaceConfig | None:
+) -> tuple[WorkspaceConfig | None, str | None]:
+    """One entry: the validated workspace (or ``None``) and the name it claims (or ``None`` if its name
+    is not usable). A broken entry still claims its name, so a later duplicate cannot take its DAG."""
     entry_name = raw.get("name") if isinstance(raw, Mapping) else None
     out = _Collector(problems, index, entry_name if isinstance(entry_name, str) else None)
     if not isinstance(raw, Mapping):
         out.add(None, f"each workspace must be a mapping, got {type(raw).__name__}")
-        return None
+        return None, None
     before = len(problems)
     own = _canonical_keys(raw, ENTRY_KEYS, out)
     own_schedule = [k for k in _SCHEDULE_KEYS if k in own]
@@ -397,108 +590,23 @@ def _entry(
         if key not in merged or merged[key] is None:
             out.add(key, "is required" + (f" (alias: {_alias_of(key)})" if _alias_of(key) else ""))
 
-    values: dict[str, Any] = {}
     name = merged.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            out.add(
-                "name", f"must be a slug of lower-case letters, digits, '-' or '_' (≤ 63), got {_show(name)}"
-            )
-        else:
-            values["name"] = name
-
-    url = _url_field(
-        merged,
-        "databricks_instance",
-        out,
-        lambda u: _normalise_workspace_url(u, settings.allowed_workspace_hosts),
-    )
-    if url is not None:
-        values["databricks_instance"] = url
-
-    groups = merged.get("entra_groups")
-    if groups is not None:
-        parsed = _str_list(groups, "entra_groups", out, allow_single=True)
-        if parsed is not None and not parsed:
-            out.add("entra_groups", "must name at least one group (display name or object id)")
-        elif parsed is not None:
-            values["entra_groups"] = parsed
-
-    secret = _url_field(merged, "pat_secret_url", out, lambda u: _checked_secret_url(u, settings))
-    if secret is not None:
-        values["pat_secret_url"] = secret
-
-    values["schedule"] = _schedule(merged, values.get("name") or str(index), out)
-
-    for key in ("enabled",):
-        if not isinstance(merged[key], bool):
-            out.add(key, f"must be true or false, got {_show(merged[key])}")
-        else:
-            values[key] = merged[key]
-    for key in ("owner", "azure_conn_id", "msgraph_conn_id"):
-        if not isinstance(merged[key], str) or not merged[key].strip():
-            out.add(key, f"must be a non-empty string, got {_show(merged[key])}")
-        else:
-            values[key] = merged[key].strip()
-    if merged["description"] is not None and not isinstance(merged["description"], str):
-        out.add("description", "must be a string")
-    else:
-        values["description"] = merged["description"]
-
-    tags = _str_list(merged["tags"], "tags", out, allow_single=False)
-    if tags is not None:
-        bad_tags = [t for t in tags if not _TAG_RE.match(t)]
-        if bad_tags:
-            out.add("tags", f"tags must be 1-100 word characters, spaces, '.', ':', '/' or '-': {bad_tags}")
-        else:
-            values["tags"] = tags
-
-    attribute = merged["user_name_attribute"]
-    if attribute not in USER_NAME_ATTRIBUTES:
-        out.add("user_name_attribute", f"must be one of {list(USER_NAME_ATTRIBUTES)}, got {_show(attribute)}")
-    else:
-        values["user_name_attribute"] = attribute
-
-    if merged["max_new_users_per_run"] is None:
-        values["max_new_users_per_run"] = None
-    else:
-        values["max_new_users_per_run"] = _int(
-            merged["max_new_users_per_run"], "max_new_users_per_run", out, minimum=0
-        )
-    values["scim_concurrency"] = _int(
-        merged["scim_concurrency"], "scim_concurrency", out, minimum=1, maximum=64
-    )
-    values["secret_expiry_warning_days"] = _int(
-        merged["secret_expiry_warning_days"], "secret_expiry_warning_days", out, minimum=0, maximum=3650
-    )
-    rate = merged["scim_max_creates_per_second"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 10_000:
-        out.add(
-            "scim_max_creates_per_second", f"must be a number above 0 and at most 10000, got {_show(rate)}"
-        )
-    else:
-        values["scim_max_creates_per_second"] = float(rate)
+    ctx = _Context(settings, name if isinstance(name, str) else str(index))
+    values: dict[str, Any] = {}
+    for spec in FIELDS.values():
+        if spec.name in _SCHEDULE_KEYS or (spec.required and merged.get(spec.name) is None):
+            continue  # the schedule is resolved below; a missing required field is reported above
+        checked = _validate(spec, merged[spec.name], spec.name, out, ctx)
+        if checked is not _INVALID:
+            values[spec.name] = checked
+    claimed = values.get("name")
+    if claimed is not None:
+        ctx = _Context(settings, claimed)
+    values["schedule"] = _schedule(merged, out, ctx)
 
     if len(problems) > before:
-        return None
-    return WorkspaceConfig(**values)
-
-
-def _url_field(
-    merged: Mapping[str, Any], key: str, out: _Collector, check: Callable[[str], str]
-) -> str | None:
-    """A URL-valued field: its string type, then ``check`` (which normalises it or raises ValueError)."""
-    value = merged.get(key)
-    if value is None:
-        return None  # reported as missing by the required-field check
-    if not isinstance(value, str):
-        out.add(key, f"must be a string, got {type(value).__name__}")
-        return None
-    try:
-        return check(value.strip())
-    except ValueError as exc:
-        out.add(key, str(exc))
-        return None
+        return None, claimed
+    return WorkspaceConfig(**values), claimed
 
 
 def _checked_secret_url(url: str, settings: Settings) -> str:
@@ -514,36 +622,24 @@ def _alias_of(key: str) -> str | None:
     return next((alias for alias, canonical in ALIASES.items() if canonical == key), None)
 
 
-def _schedule(merged: Mapping[str, Any], name: str, out: _Collector) -> str | None:
+def _schedule(merged: Mapping[str, Any], out: _Collector, ctx: _Context) -> str | None:
     if "schedule" in merged:
-        schedule = merged["schedule"]
-        if schedule is None:
-            return None  # manual runs only
-        if not isinstance(schedule, str):
-            out.add("schedule", f"must be a cron expression, a preset or null, got {type(schedule).__name__}")
-            return None
-        try:
-            validate_cron(schedule.strip())
-        except ValueError as exc:
-            out.add("schedule", str(exc))
-            return None
-        return schedule.strip()
-    runs = merged.get("runs_per_day", DEFAULT_RUNS_PER_DAY)
-    if _int(runs, "runs_per_day", out, minimum=1, maximum=1440) is None:
-        return None
-    try:
-        return runs_per_day_to_cron(runs, name)
-    except ValueError as exc:
-        out.add("runs_per_day", str(exc))
-        return None
+        schedule = _validate(FIELDS["schedule"], merged["schedule"], "schedule", out, ctx)
+        return None if schedule is _INVALID else schedule
+    runs = _validate(
+        FIELDS["runs_per_day"], merged.get("runs_per_day", DEFAULT_RUNS_PER_DAY), "runs_per_day", out, ctx
+    )
+    return None if runs is _INVALID else runs_per_day_to_cron(runs, ctx.name)
 
 
-def parse_config(text: str, path: str = "<config>") -> ProvisioningConfig:
-    """Parse and validate the workspaces file's text.
+def parse_config_report(text: str, path: str = "<config>") -> ConfigReport:
+    """Parse the workspaces file's text, keeping the valid entries and reporting the others.
 
     :param text: the YAML document.
     :param path: how to name the file in error messages.
-    :raises ConfigError: listing every problem found, each with file, entry and field.
+    :returns: the valid entries and one problem per thing wrong with an entry (file, entry, field).
+    :raises ConfigError: when the file as a whole is unusable (not YAML, not a mapping, an unknown top-level
+        key, a broken ``settings``, ``defaults`` or ``workspaces``), listing every problem, the entries' too.
     """
     data = _read_yaml(path, text)
     problems: list[Problem] = []
@@ -554,46 +650,48 @@ def parse_config(text: str, path: str = "<config>") -> ProvisioningConfig:
         if key not in TOP_LEVEL_KEYS:
             top.add(str(key), f"unknown top-level key (expected {sorted(TOP_LEVEL_KEYS)})")
     settings = _settings(data.get("settings"), problems)
-
-    defaults_raw = data.get("defaults") or {}
-    defaults: dict[str, Any] = {}
-    if not isinstance(defaults_raw, Mapping):
-        top.add("defaults", f"must be a mapping, got {type(defaults_raw).__name__}")
-    else:
-        defaults_out = _Collector(problems, None, None)
-        defaults = _canonical_keys(defaults_raw, DEFAULTS_KEYS, defaults_out)
-        if all(k in defaults for k in _SCHEDULE_KEYS):
-            top.add("defaults.schedule", "give either 'schedule' or 'runs_per_day', not both")
+    defaults = _defaults(data.get("defaults"), settings, problems)
 
     entries = data.get("workspaces")
     workspaces: list[WorkspaceConfig] = []
     if not isinstance(entries, list):
         top.add("workspaces", "must be a list of workspace entries")
     else:
-        seen: dict[str, int] = {}
+        owners: dict[str, int] = {}
         for index, raw in enumerate(entries):
-            ws = _entry(index, raw, defaults, settings, problems)
-            if ws is None:
-                continue
-            if ws.name in seen:
+            ws, name = _entry(index, raw, defaults, settings, problems)
+            if name is not None and name in owners:
+                # The first entry owns the name even when it is broken itself: which entry gets the DAG
+                # must not change when an unrelated field is fixed.
                 problems.append(
-                    Problem(
-                        f"duplicate name (first used by workspaces[{seen[ws.name]}])", "name", index, ws.name
-                    )
+                    Problem(f"duplicate name (first used by workspaces[{owners[name]}])", "name", index, name)
                 )
                 continue
-            seen[ws.name] = index
-            workspaces.append(ws)
-    if problems:
+            if name is not None:
+                owners[name] = index
+            if ws is not None:
+                workspaces.append(ws)
+    if any(p.index is None for p in problems):
         raise ConfigError(path, problems)
-    return ProvisioningConfig(path=path, settings=settings, workspaces=tuple(workspaces))
+    config = ProvisioningConfig(path=path, settings=settings, workspaces=tuple(workspaces))
+    return ConfigReport(config, tuple(problems))
 
 
-def load_config(path: str | Path) -> ProvisioningConfig:
-    """Read and validate the workspaces file at ``path``.
+def parse_config(text: str, path: str = "<config>") -> ProvisioningConfig:
+    """Parse and validate the workspaces file's text, all or nothing.
 
-    :raises ConfigError: when the file cannot be read or is invalid.
+    :param text: the YAML document.
+    :param path: how to name the file in error messages.
+    :raises ConfigError: listing every problem found, each with file, entry and field.
     """
+    report = parse_config_report(text, path)
+    error = report.error()
+    if error is not None:
+        raise error
+    return report.config
+
+
+def _read_file(path: str | Path) -> tuple[str, str]:
     shown = str(path)
     try:
         with open(path, "rb") as handle:
@@ -603,7 +701,24 @@ def load_config(path: str | Path) -> ProvisioningConfig:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(shown, [Problem(f"file is larger than {MAX_CONFIG_BYTES} bytes")])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8"), shown
     except UnicodeDecodeError as exc:
         raise ConfigError(shown, [Problem(f"not UTF-8 text (byte {exc.start})")]) from None
+
+
+def load_config_report(path: str | Path) -> ConfigReport:
+    """Read the workspaces file at ``path``, keeping the valid entries and reporting the others.
+
+    :raises ConfigError: when the file cannot be read or is unusable as a whole.
+    """
+    text, shown = _read_file(path)
+    return parse_config_report(text, shown)
+
+
+def load_config(path: str | Path) -> ProvisioningConfig:
+    """Read and validate the workspaces file at ``path``, all or nothing.
+
+    :raises ConfigError: when the file cannot be read or anything in it is invalid.
+    """
+    text, shown = _read_file(path)
     return parse_config(text, shown)

@@ -7,15 +7,18 @@ what they need when they run.
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entra_provisioning.config import ProvisioningConfig, WorkspaceConfig, load_config
+from entra_provisioning.config import ConfigReport, ProvisioningConfig, WorkspaceConfig, load_config_report
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV_VAR = "ENTRA_PROVISIONING_CONFIG"
 #: Where the workspaces file lives when the environment does not say: ``<repo>/config/workspaces.yaml``
@@ -145,6 +148,50 @@ def build_dag(ws: WorkspaceConfig) -> DAG:
 
 
 def build_dags(config: ProvisioningConfig | None = None) -> dict[str, DAG]:
-    """Build the DAGs of every enabled workspace, keyed by DAG id, in file order."""
-    config = config or load_config(config_path())
+    """Build the DAGs of every enabled workspace, keyed by DAG id, in file order.
+
+    Without ``config``, the workspaces file is read leniently: an invalid entry gets no DAG but does not
+    stop the others (Airflow marks every DAG of a DAG file that fails to import stale). The entry's problems
+    are reported by :func:`check_config`, which the second DAG file runs.
+
+    :raises ConfigError: when the file as a whole is unusable; then no workspace gets a DAG.
+    """
+    if config is None:
+        report = load_config_report(config_path())
+        if report.problems:
+            log.warning(
+                "Skipping %d invalid workspace entr(y/ies) of %s (%s); the import error of "
+                "entra_provisioning_config_check.py lists the problems",
+                len(report.rejected),
+                report.config.path,
+                ", ".join(_entry_label(index, name) for index, name in report.rejected),
+            )
+        config = report.config
     return {ws.dag_id: build_dag(ws) for ws in config.enabled_workspaces}
+
+
+def check_config(path: str | Path | None = None) -> ConfigReport:
+    """Validate the workspaces file the DAGs are built from; raise if anything in it is wrong.
+
+    The config-check DAG file calls this, so that a bad entry shows up in Airflow as an import error of
+    *that* file (naming file, entry and field) while the workspace DAG file keeps the valid entries' DAGs.
+
+    :param path: the file to check (default: :func:`config_path`).
+    :returns: the report, when there is no problem.
+    :raises ConfigError: listing every problem, and saying which workspaces still have their DAG.
+    """
+    report = load_config_report(path or config_path())
+    enabled = report.config.enabled_workspaces
+    error = report.error(
+        note=(
+            f"The entries named above get no DAG (an existing one goes stale until they are fixed); "
+            f"the {len(enabled)} valid enabled workspace(s) keep theirs."
+        )
+    )
+    if error is not None:
+        raise error
+    return report
+
+
+def _entry_label(index: int, name: str | None) -> str:
+    return f"workspaces[{index}]" + (f" {name!r}" if name else "")

@@ -9,7 +9,10 @@ later ones build on the state the earlier ones left, as an operator's day would:
 3. a backfill of ``beta`` succeeds and creates nobody (add-only makes it a re-check);
 4. the README's CLI operations: trigger with a conf, list runs, task states, the run summary;
 5. the tasks ran on the Celery worker, from our queue;
-6. the PAT is in no task log file and nowhere in the metadata DB, and went only to its workspace.
+6. the PAT is in no task log file and nowhere in the metadata DB, and went only to its workspace;
+7. a bad entry in the workspaces file: the dag-processor reports it as the config-check file's import
+   error while alpha and beta stay active and runnable; a file broken as a whole makes Airflow mark them
+   stale (what one bad entry used to do); fixing the file brings them back.
 
 Skipped when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not reachable, unless
 ``ENTRA_PROVISIONING_REQUIRE_SERVICES=1`` (``.ci/run`` sets it), which makes that a failure.
@@ -23,10 +26,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from demo.distributed import (
     COMPONENTS,
@@ -44,6 +49,11 @@ ALPHA = "entra_provisioning__alpha"
 BETA = "entra_provisioning__beta"
 ALPHA_NEW = {"carol.chen@contoso.com", "dave.diaz@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
 RUN_TIMEOUT = 240  # seconds for one run on a busy 2-core machine; a healthy run takes about 30 s
+CHECK_FILE = "entra_provisioning_config_check.py"
+DAG_FILE = "entra_provisioning_dags.py"
+#: How often the dag-processor re-reads each DAG file here (Airflow's default is 30 s): a config edit shows
+#: up within seconds, which the config case below waits for several times.
+PARSE_INTERVAL = 10
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -54,6 +64,7 @@ class Distributed:
     sandbox: Sandbox
     beta_unpaused_at: datetime
     initial_users: dict[str, set[str]]
+    config_file: Path
 
     def creates(self, workspace: str) -> dict[str, int]:
         """SCIM create requests sent to ``workspace`` so far, by HTTP status."""
@@ -81,6 +92,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
         config_file = root / "workspaces.yaml"
         config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta)))
         base_env = airflow_env(sandbox.endpoints, root / "home", config_file)
+        base_env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = str(PARSE_INTERVAL)
         initial = {ws: sandbox.control.workspace_user_names(ws) for ws in ("ws-alpha", "ws-beta")}
         with fresh_database() as database:
             cluster = AirflowCluster(base_env, root / "cluster", database)
@@ -94,7 +106,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
                 assert unpaused.returncode == 0, unpaused.stdout[-2000:] + unpaused.stderr[-2000:]
                 beta_unpaused_at = datetime.now(UTC)
                 print(f"\ndistributed Airflow ready in {time.monotonic() - started:.0f} s ({root})")
-                yield Distributed(cluster, sandbox, beta_unpaused_at, initial)
+                yield Distributed(cluster, sandbox, beta_unpaused_at, initial, config_file)
             finally:
                 exit_codes = cluster.stop()
                 print(f"distributed Airflow stopped after {time.monotonic() - started:.0f} s: {exit_codes}")
@@ -279,6 +291,69 @@ def test_the_pat_is_in_no_log_and_nowhere_in_the_metadata_db(distributed: Distri
     for ws, pat in pats.items():
         host = urlsplit(box.workspace_host(ws)).netloc
         assert box.hosts_for_token(pat) == {host}, ws
+
+
+def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Distributed) -> None:
+    """README "When the workspaces file has a problem", on the real dag-processor and Celery worker."""
+    cluster, config_file = distributed.cluster, distributed.config_file
+    good = config_file.read_text()
+    assert _import_errors(cluster) == {}
+    document = yaml.safe_load(good)
+    gamma = {**document["workspaces"][0], "name": "gamma", "scim_concurrency": 0}
+    try:
+        # One bad entry: loud under the config-check file, while the workspace DAG file parses cleanly.
+        edited_at = datetime.now(UTC)
+        config_file.write_text(yaml.safe_dump({**document, "workspaces": [*document["workspaces"], gamma]}))
+        errors = wait_for(
+            "the config-check import error",
+            lambda: _reparsed(cluster, edited_at) and _import_errors(cluster),
+            timeout=6 * PARSE_INTERVAL + 60,
+            interval=2,
+            context=cluster.log_tails,
+        )
+        assert list(errors) == [CHECK_FILE], errors
+        assert f"{config_file}: workspaces[2] (name 'gamma'): field 'scim_concurrency'" in errors[CHECK_FILE]
+        for dag_id in (ALPHA, BETA):
+            assert cluster.api("GET", f"/api/v2/dags/{dag_id}")["is_stale"] is False
+        with pytest.raises(Exception, match="404"):
+            cluster.api("GET", "/api/v2/dags/entra_provisioning__gamma")
+        # A task that starts now re-parses the DAG file on the worker, and still finds its DAG there.
+        run_id = cluster.trigger(ALPHA, {"dry_run": True})
+        cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+
+        # The file broken as a whole: the DAG file fails to import too, and Airflow marks every DAG it
+        # defined stale. That is what a single bad entry did before entries were checked one by one.
+        config_file.write_text("- the whole file is a list, not a mapping\n")
+
+        def all_stale() -> dict[str, str] | None:
+            errors = _import_errors(cluster)
+            stale = all(cluster.api("GET", f"/api/v2/dags/{d}")["is_stale"] for d in (ALPHA, BETA))
+            return errors if stale and DAG_FILE in errors else None
+
+        errors = wait_for(
+            "alpha and beta to go stale", all_stale, 6 * PARSE_INTERVAL + 60, interval=2, context=cluster.log_tails
+        )
+        assert "the file must be a mapping" in errors[DAG_FILE]
+    finally:
+        config_file.write_text(good)
+
+    def recovered() -> bool:
+        fresh = not any(cluster.api("GET", f"/api/v2/dags/{d}")["is_stale"] for d in (ALPHA, BETA))
+        return fresh and _import_errors(cluster) == {}
+
+    wait_for("alpha and beta to come back", recovered, 6 * PARSE_INTERVAL + 60, interval=2, context=cluster.log_tails)
+
+
+def _import_errors(cluster: AirflowCluster) -> dict[str, str]:
+    """The DAG-file import errors Airflow shows, by file name."""
+    errors = cluster.api("GET", "/api/v2/importErrors?limit=100")["import_errors"]
+    return {Path(e["filename"]).name: e["stack_trace"] for e in errors}
+
+
+def _reparsed(cluster: AirflowCluster, since: datetime) -> bool:
+    """Whether the workspace DAG file was parsed again after ``since`` (its DAGs carry the parse time)."""
+    parsed = cluster.api("GET", f"/api/v2/dags/{ALPHA}")["last_parsed_time"]
+    return parsed is not None and datetime.fromisoformat(parsed) > since
 
 
 def _active_runs(cluster: AirflowCluster, dag_id: str) -> list[dict[str, Any]]:

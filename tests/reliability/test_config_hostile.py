@@ -21,6 +21,7 @@ from entra_provisioning.config import (
     ConfigError,
     ProvisioningConfig,
     parse_config,
+    parse_config_report,
 )
 
 PATH = "hostile/workspaces.yaml"
@@ -193,6 +194,24 @@ def test_a_broken_entry_is_reported_against_that_entry(
         for problem in result.problems:
             assert problem.index == index, problem
             assert problem.field is not None, problem
+
+
+@FAST
+@given(mutated())
+def test_a_broken_entry_leaves_the_other_entry_its_dag(
+    case: tuple[dict[str, Any], int | None, str | None],
+) -> None:
+    doc, index, _ = case
+    other = 1 - (index or 0)
+    other_name = VALID["workspaces"][other]["name"]
+    report = parse_config_report(yaml.safe_dump(doc, allow_unicode=True), PATH)
+    names = [ws.name for ws in report.config.workspaces]
+    claims_other_name = doc["workspaces"][index].get("name") == other_name
+    # The untouched entry keeps its DAG, unless the edit made the broken entry claim its name first.
+    if not (claims_other_name and index < other):
+        assert other_name in names, report.problems
+    assert all(p.index == index for p in report.problems), report.problems
+    assert [i for i, _ in report.rejected] == ([index] if report.problems else [])
 
 
 @FAST

@@ -13,7 +13,9 @@ from entra_provisioning.config import (
     ConfigError,
     is_object_id,
     load_config,
+    load_config_report,
     parse_config,
+    parse_config_report,
     parse_secret_url,
     runs_per_day_to_cron,
 )
@@ -259,3 +261,46 @@ def test_shipped_config_is_valid() -> None:
 
     config = load_config(DEFAULT_CONFIG_PATH)
     assert config.workspaces and config.enabled_workspaces
+
+
+def test_report_keeps_valid_entries_and_names_the_bad_ones() -> None:
+    text = render([entry(), entry(name="bad", scim_concurrency=0), entry(name="third", enabled=False)])
+    report = parse_config_report(text, "ws.yaml")
+    assert [ws.name for ws in report.config.workspaces] == ["analytics", "third"]
+    assert report.rejected == ((1, "bad"),)
+    (problem,) = report.problems
+    assert problem.render("ws.yaml") == (
+        "ws.yaml: workspaces[1] (name 'bad'): field 'scim_concurrency': must be between 1 and 64, got 0"
+    )
+    # The all-or-nothing loader refuses the same text with the same message.
+    assert problems_of(text) == [problem.render("ws.yaml")]
+
+
+def test_report_refuses_a_file_broken_as_a_whole_with_every_problem() -> None:
+    text = render([entry(), entry(name="bad", owner="")], defaults={"scim_concurrency": 99})
+    with pytest.raises(ConfigError) as info:
+        parse_config_report(text, "ws.yaml")
+    rendered = [p.render("ws.yaml") for p in info.value.problems]
+    # A bad default is reported once, at the defaults block, not once per entry that inherits it …
+    assert rendered[0] == "ws.yaml: field 'defaults.scim_concurrency': must be between 1 and 64, got 99"
+    # … and the entries' own problems are still listed.
+    assert rendered[1:] == ["ws.yaml: workspaces[1] (name 'bad'): field 'owner': must be a non-empty string, got ''"]
+
+
+def test_the_first_entry_keeps_a_duplicated_name_even_when_it_is_broken() -> None:
+    text = render([entry(scim_concurrency=0), entry(), entry(name="other")])
+    report = parse_config_report(text, "ws.yaml")
+    assert [ws.name for ws in report.config.workspaces] == ["other"]
+    assert [p.render("ws.yaml") for p in report.problems] == [
+        "ws.yaml: workspaces[0] (name 'analytics'): field 'scim_concurrency': must be between 1 and 64, got 0",
+        "ws.yaml: workspaces[1] (name 'analytics'): field 'name': duplicate name (first used by workspaces[0])",
+    ]
+
+
+def test_load_config_report_reads_files(tmp_path) -> None:
+    path = tmp_path / "ws.yaml"
+    path.write_text(render([entry(), entry(name="x", tags="one")]))
+    report = load_config_report(path)
+    assert report.config.path == str(path) and len(report.config.workspaces) == 1
+    error = report.error(note="a closing note")
+    assert error is not None and str(error).endswith("\na closing note")

@@ -15,7 +15,9 @@ from entra_provisioning.config import load_config, parse_config
 from entra_provisioning.factory import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, build_dag, build_dags
 
 REPO = Path(__file__).resolve().parents[2]
-DAG_FILE = REPO / "dags" / "entra_provisioning_dags.py"
+DAGS_FOLDER = REPO / "dags"
+DAG_FILE = DAGS_FOLDER / "entra_provisioning_dags.py"
+CHECK_FILE = DAGS_FOLDER / "entra_provisioning_config_check.py"
 
 # Airflow's own provider discovery imports each provider's ``get_provider_info``; the hooks and SDKs are ours.
 HEAVY_PACKAGES = (
@@ -49,16 +51,16 @@ def generated_config(count: int) -> str:
     )
 
 
-def dagbag_for(config_file: Path, monkeypatch: pytest.MonkeyPatch):
+def dagbag_for(config_file: Path, monkeypatch: pytest.MonkeyPatch, dag_folder: Path = DAG_FILE):
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv(CONFIG_ENV_VAR, str(config_file))
-    return DagBag(dag_folder=str(DAG_FILE))
+    return DagBag(dag_folder=str(dag_folder))
 
 
 def test_dagbag_loads_one_dag_per_enabled_entry_of_the_shipped_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    bag = dagbag_for(DEFAULT_CONFIG_PATH, monkeypatch)
-    assert bag.import_errors == {}
+    bag = dagbag_for(DEFAULT_CONFIG_PATH, monkeypatch, DAGS_FOLDER)
+    assert bag.import_errors == {}  # the config-check file is quiet when the file is valid
     expected = [ws.dag_id for ws in load_config(DEFAULT_CONFIG_PATH).enabled_workspaces]
     assert sorted(bag.dag_ids) == sorted(expected)
 
@@ -72,24 +74,102 @@ def test_dagbag_with_200_workspaces(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "entra_provisioning__ws-0009" not in bag.dag_ids
 
 
-def test_bad_config_fails_the_dag_file_with_every_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_entries_get_no_dag_and_are_reported_by_the_config_check_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = yaml.safe_load(generated_config(2))["workspaces"]
     config_file = tmp_path / "bad.yaml"
     config_file.write_text(
         yaml.safe_dump(
-            {"workspaces": [{"name": "a", "entra_groups": []}, {"name": "B", "databricksInstance": "http://x"}]}
+            {
+                "workspaces": [
+                    good[0],
+                    {"name": "a", "entra_groups": []},
+                    {"name": "B", "databricksInstance": "http://x"},
+                    good[1],
+                ]
+            }
         )
     )
-    bag = dagbag_for(config_file, monkeypatch)
-    assert bag.dag_ids == []
+    bag = dagbag_for(config_file, monkeypatch, DAGS_FOLDER)
+    # The valid entries keep their DAGs: the workspace DAG file imports cleanly …
+    assert sorted(bag.dag_ids) == ["entra_provisioning__ws-0000", "entra_provisioning__ws-0001"]
+    # … and the problems are the import error of the check file alone, naming file, entry and field.
+    assert list(bag.import_errors) == [str(CHECK_FILE)]
     (error,) = bag.import_errors.values()
-    assert "ConfigError" in error
+    assert "ConfigError: 7 problems in " + str(config_file) in error
     for fragment in (
-        "workspaces[0] (name 'a'): field 'databricks_instance': is required",
-        "workspaces[0] (name 'a'): field 'entra_groups': must name at least one group",
-        "workspaces[1] (name 'B'): field 'name': must be a slug",
-        "workspaces[1] (name 'B'): field 'databricks_instance': must be an https:// URL",
+        "workspaces[1] (name 'a'): field 'databricks_instance': is required",
+        "workspaces[1] (name 'a'): field 'entra_groups': must name at least one group",
+        "workspaces[2] (name 'B'): field 'name': must be a slug",
+        "workspaces[2] (name 'B'): field 'databricks_instance': must be an https:// URL",
+        "the 2 valid enabled workspace(s) keep theirs",
     ):
         assert fragment in error
+
+
+def test_a_dag_file_that_fails_to_import_loses_every_dag_it_defines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Why bad entries are skipped rather than raised: on our pinned Airflow, a DAG file that raises
+    yields no DAG at all, so one bad entry would take every workspace of the file down (the dag-processor
+    then marks them stale: tests/e2e/test_distributed.py). The old DAG file did exactly this."""
+    good = yaml.safe_load(generated_config(2))["workspaces"]
+    config_file = tmp_path / "ws.yaml"
+    config_file.write_text(yaml.safe_dump({"workspaces": [good[0], {**good[1], "scim_concurrency": 0}]}))
+    old_design = tmp_path / "dags" / "old_entra_provisioning_dags.py"
+    old_design.parent.mkdir()
+    old_design.write_text(
+        '"""Airflow DAG file as it was: build the DAGs from the all-or-nothing loader."""\n'
+        "from entra_provisioning.config import load_config\n"
+        "from entra_provisioning.factory import build_dags, config_path\n"
+        "globals().update(build_dags(load_config(config_path())))\n"
+    )
+    old = dagbag_for(config_file, monkeypatch, old_design.parent)
+    assert old.dag_ids == []
+    assert list(old.import_errors) == [str(old_design)]
+    assert "workspaces[1] (name 'ws-0001'): field 'scim_concurrency'" in old.import_errors[str(old_design)]
+
+    new = dagbag_for(config_file, monkeypatch, DAGS_FOLDER)
+    assert new.dag_ids == ["entra_provisioning__ws-0000"]
+    assert list(new.import_errors) == [str(CHECK_FILE)]
+    assert "workspaces[1] (name 'ws-0001'): field 'scim_concurrency'" in new.import_errors[str(CHECK_FILE)]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("workspaces: [\n", "not valid YAML"),
+        ("- a list\n", "the file must be a mapping"),
+        ("defaults: {scim_concurrency: 0}\nworkspaces: []\n", "field 'defaults.scim_concurrency'"),
+        ("settings: {allowed_workspace_hosts: 3}\nworkspaces: []\n", "settings.allowed_workspace_hosts"),
+        ("workspace: []\n", "unknown top-level key"),
+    ],
+)
+def test_a_file_broken_as_a_whole_fails_both_dag_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, fragment: str
+) -> None:
+    good = yaml.safe_dump({"workspaces": yaml.safe_load(generated_config(1))["workspaces"]})
+    config_file = tmp_path / "ws.yaml"
+    # The valid entry is there too: a broken file as a whole still stops it, loudly.
+    config_file.write_text(text if text.startswith(("workspaces: [", "- ")) else text.replace("workspaces: []\n", good))
+    bag = dagbag_for(config_file, monkeypatch, DAGS_FOLDER)
+    assert bag.dag_ids == []
+    assert sorted(bag.import_errors) == sorted([str(DAG_FILE), str(CHECK_FILE)])
+    for error in bag.import_errors.values():
+        assert fragment in error
+
+
+def test_a_duplicate_name_leaves_the_first_entry_its_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = yaml.safe_load(generated_config(2))["workspaces"]
+    config_file = tmp_path / "ws.yaml"
+    config_file.write_text(yaml.safe_dump({"workspaces": [first, {**second, "name": first["name"]}]}))
+    bag = dagbag_for(config_file, monkeypatch, DAGS_FOLDER)
+    assert bag.dag_ids == ["entra_provisioning__ws-0000"]
+    assert bag.dags["entra_provisioning__ws-0000"].doc_md is not None
+    assert first["databricks_instance"] in (bag.dags["entra_provisioning__ws-0000"].doc_md or "")
+    (error,) = bag.import_errors.values()
+    assert "workspaces[1] (name 'ws-0000'): field 'name': duplicate name (first used by workspaces[0])" in error
 
 
 def test_dag_shape_and_trigger_form() -> None:
@@ -136,6 +216,7 @@ def refuse(*a, **k):
 socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
+runpy.run_path({str(CHECK_FILE)!r})  # raises if the config had a problem
 ns = runpy.run_path({str(DAG_FILE)!r})
 dags = [k for k in ns if k.startswith("entra_provisioning__")]
 print(json.dumps({{"dags": len(dags), "modules": sorted(sys.modules)}}))

@@ -1,7 +1,7 @@
 """The layers point down: entry → factory → tasks → (hooks | plan, summary) → config → shared values → errors.
 
-A hook speaks its system only: it may use the shared value types, URL facts, errors and the retry policy,
-but never the decision layer or the config file's model.
+A hook speaks its system only: it may use the shared value types, URL facts, errors, the retry policy and
+the field table's plain defaults, but never the decision layer or the config loader.
 """
 
 from __future__ import annotations
@@ -25,13 +25,17 @@ ALLOWED: dict[str, set[str]] = {
     "retry": {"errors"},
     "identities": set(),
     "urls": set(),
-    "config": {"errors", "identities", "urls"},
+    "config_fields": {"identities"},
+    "config": {"config_fields", "errors", "identities", "urls"},
+    "config_schema": {"config", "config_fields"},
     "plan": {"errors", "identities"},
     "summary": {"identities", "plan"},
     "hooks": set(),
     "hooks.key_vault": {"", "errors", "hooks", "retry", "urls"},
     "hooks.entra": {"", "errors", "hooks", "identities", "retry"},
-    "hooks.scim": {"", "errors", "identities", "retry", "urls"},
+    # The SCIM hook takes its two defaults (concurrency, pace) from the field table, where they are
+    # declared once; the table is plain facts and imports nothing but identities.
+    "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls"},
 }
 
 

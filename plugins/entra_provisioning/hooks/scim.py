@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk.bases.hook import BaseHook
 
 from entra_provisioning import USER_AGENT
+from entra_provisioning.config_fields import FIELDS
 from entra_provisioning.errors import ErrorTable, PermanentError, TransientError
 from entra_provisioning.identities import CreateOutcome, ExistingUser, Member
 from entra_provisioning.retry import RetryPolicy, parse_retry_after
@@ -40,6 +41,10 @@ ACCOUNT_PAGE_SIZE = 100
 ADMINS_GROUP = "admins"
 
 TIMEOUT_SECONDS = 60.0
+
+#: The workspaces file's defaults, declared once in its field table (a leaf of plain facts, not the loader).
+DEFAULT_CONCURRENCY: int = FIELDS["scim_concurrency"].default
+DEFAULT_CREATES_PER_SECOND: float = FIELDS["scim_max_creates_per_second"].default
 
 #: Bounded attempts and a bounded total wait per request; 409 answers and other 4xx are not retried.
 SCIM_RETRY_POLICY = RetryPolicy(attempts=6, backoff_base=0.5, backoff_max=30.0)
@@ -179,8 +184,8 @@ class DatabricksScimHook(BaseHook):
         token: str,
         *,
         account_id: str | None = None,
-        max_concurrency: int = 4,
-        max_creates_per_second: float = 5.0,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
+        max_creates_per_second: float = DEFAULT_CREATES_PER_SECOND,
         retry_policy: RetryPolicy | None = None,
         timeout: float = TIMEOUT_SECONDS,
     ) -> None:

@@ -1,0 +1,275 @@
+"""The fields of the workspaces file, each described once.
+
+Everything else is derived from :data:`FIELDS` and :data:`SETTINGS_FIELDS`: the loader's defaults and
+generic checks (``config.py``), the README's field tables and the JSON Schema editors use
+(``config_schema.py``, ``make schema``). A field whose check cannot be written as a type, a range, a
+choice or a pattern names a special validator (``check``) that ``config.py`` implements.
+
+This module imports nothing heavier than the identity constants, so a hook may take its defaults from here
+(``FIELDS["scim_concurrency"].default``) without depending on the config loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from entra_provisioning.identities import USER_NAME_ATTRIBUTES
+
+__all__ = [
+    "CRON_PRESETS",
+    "FIELDS",
+    "NO_DEFAULT",
+    "SETTINGS_FIELDS",
+    "Field",
+    "Kind",
+]
+
+
+class Kind(StrEnum):
+    """The value type of a field, as the loader and the schema see it."""
+
+    TEXT = "text"  # a string; stripped; non-empty unless ``nullable``
+    INTEGER = "integer"  # an int, never a bool
+    NUMBER = "number"  # an int or a float, never a bool
+    BOOLEAN = "boolean"
+    TEXT_LIST = "text_list"  # a list of non-empty strings, de-duplicated in order
+
+
+class _NoDefault:
+    """Marks a field that has no default (required, or replaced by another field when absent)."""
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Final = _NoDefault()
+
+CRON_PRESETS: tuple[str, ...] = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a workspace entry (or of ``settings``).
+
+    :param name: the key in the file.
+    :param kind: the value's type.
+    :param help: what it means, in Markdown (README table, editor hover).
+    :param default: the value when absent, or :data:`NO_DEFAULT`.
+    :param required: an entry (after merging ``defaults``) must give it.
+    :param nullable: ``null`` is a meaningful value (not the same as absent).
+    :param minimum: smallest number allowed.
+    :param maximum: largest number allowed.
+    :param exclusive_minimum: ``minimum`` itself is not allowed.
+    :param choices: the only values allowed.
+    :param pattern: a regular expression each string (or each list item) must match in full; written
+        in the subset Python and ECMAScript read alike, so the JSON Schema can carry it unchanged.
+    :param pattern_hint: how to say what ``pattern`` allows, after "must be".
+    :param single_allowed: a list field also accepts one string.
+    :param in_defaults: may appear in the file's ``defaults:`` block.
+    :param aliases: other accepted keys (the per-workspace script's parameter names).
+    :param check: a special validator in ``config.py``, run after the generic checks pass.
+    :param shape: how the README's "type" column describes the value, when the derived text is not enough.
+    :param schema: extra JSON Schema keywords for what ``check`` enforces (e.g. a URL's pattern).
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    default: Any = NO_DEFAULT
+    required: bool = False
+    nullable: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    choices: tuple[Any, ...] = ()
+    pattern: str | None = None
+    pattern_hint: str | None = None
+    single_allowed: bool = False
+    in_defaults: bool = True
+    aliases: tuple[str, ...] = ()
+    check: str | None = None
+    shape: str | None = None
+    schema: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NO_DEFAULT
+
+
+# Loose on purpose where the loader's named check is exact (host allow-lists live in the file itself):
+# an editor should flag the common slips (http://, a path, a key URL) without refusing what loads.
+_HTTPS_ORIGIN = r"^\s*https://[^/?#@\s]+/?\s*$"
+_SECRET_URL = r"^\s*https://[^/?#@\s]+/secrets/[0-9A-Za-z-]{1,127}(/[0-9A-Za-z]{32})?/?\s*$"
+_CRON_FIVE_FIELDS = r"^\s*\S+(\s+\S+){4}\s*$"
+
+_WORKSPACE_FIELDS: tuple[Field, ...] = (
+    Field(
+        "name",
+        Kind.TEXT,
+        "unique; the DAG id is `entra_provisioning__<name>`",
+        required=True,
+        in_defaults=False,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        pattern_hint="a slug of lower-case letters, digits, '-' or '_' (≤ 63)",
+        shape="slug: lower-case letters, digits, `-`, `_` (≤ 63)",
+    ),
+    Field(
+        "databricks_instance",
+        Kind.TEXT,
+        "workspace URL, `https://adb-<id>.<n>.azuredatabricks.net`; no path. Its host must match "
+        "`settings.allowed_workspace_hosts`",
+        required=True,
+        in_defaults=False,
+        aliases=("databricksInstance",),
+        check="workspace_url",
+        shape="https URL",
+        schema={"pattern": _HTTPS_ORIGIN},
+    ),
+    Field(
+        "entra_groups",
+        Kind.TEXT_LIST,
+        "display names or object ids (GUIDs); members of nested groups count",
+        required=True,
+        single_allowed=True,
+        aliases=("accessGroups",),
+        check="groups",
+        shape="one group or a list (at least one)",
+        schema={"minItems": 1},
+    ),
+    Field(
+        "pat_secret_url",
+        Kind.TEXT,
+        "Key Vault secret holding the workspace PAT: `https://<vault>.vault.azure.net/secrets/<name>[/<version>]`. "
+        "Its host must match `settings.allowed_key_vault_hosts`",
+        required=True,
+        in_defaults=False,
+        aliases=("scimToken",),
+        check="secret_url",
+        shape="https URL",
+        schema={"pattern": _SECRET_URL},
+    ),
+    Field(
+        "schedule",
+        Kind.TEXT,
+        "cron expression (5 fields), a preset (" + ", ".join(f"`{p}`" for p in CRON_PRESETS) + "), or "
+        "`null` for manual runs only. Without it, `runs_per_day` applies",
+        nullable=True,
+        check="cron",
+        shape="cron, preset or `null`",
+        schema={"anyOf": [{"enum": list(CRON_PRESETS)}, {"pattern": _CRON_FIVE_FIELDS}]},
+    ),
+    Field(
+        "runs_per_day",
+        Kind.INTEGER,
+        "friendlier alternative to `schedule`: N evenly spaced runs a day (up to 24, or a count that "
+        "divides an hour evenly such as 48 or 96). The minute is derived from the workspace name so that "
+        "many workspaces do not hit Graph in the same minute. Giving both `schedule` and `runs_per_day` in "
+        "one entry is an error; an entry's own choice replaces the one in `defaults`",
+        default=4,
+        minimum=1,
+        maximum=1440,
+        check="runs_per_day",
+    ),
+    Field("enabled", Kind.BOOLEAN, "`false` keeps the entry but builds no DAG", default=True),
+    Field("owner", Kind.TEXT, "the DAG's owner in the UI", default="airflow"),
+    Field(
+        "tags",
+        Kind.TEXT_LIST,
+        "extra DAG tags (`entra-provisioning` and `databricks` are always set); each 1–100 word "
+        "characters, spaces, `.`, `:`, `/` or `-`",
+        default=(),
+        check="tags",
+        schema={"items": {"maxLength": 100}},
+    ),
+    Field(
+        "description", Kind.TEXT, "free text shown at the top of the DAG's docs", default=None, nullable=True
+    ),
+    Field(
+        "azure_conn_id",
+        Kind.TEXT,
+        "Airflow connection (type `azure`) whose identity reads the Key Vault secret",
+        default="azure_default",
+    ),
+    Field(
+        "msgraph_conn_id",
+        Kind.TEXT,
+        "Airflow connection (type `msgraph`) used for Microsoft Graph",
+        default="msgraph_default",
+    ),
+    Field(
+        "user_name_attribute",
+        Kind.TEXT,
+        "which Entra attribute becomes the Databricks `userName`; lower-cased; guests (`#EXT#` UPNs) "
+        "always use `mail`",
+        default="userPrincipalName",
+        choices=USER_NAME_ATTRIBUTES,
+    ),
+    Field(
+        "max_new_users_per_run",
+        Kind.INTEGER,
+        "blast-radius guard: a run that would add more users fails before creating anyone; `null` = no "
+        "limit, `0` = add nobody. The trigger form can override it for one run",
+        default=500,
+        nullable=True,
+        minimum=0,
+    ),
+    Field(
+        "scim_concurrency",
+        Kind.INTEGER,
+        "SCIM create requests in flight at once (the workspace API has refused more than 4)",
+        default=4,
+        minimum=1,
+        maximum=64,
+    ),
+    Field(
+        "scim_max_creates_per_second",
+        Kind.NUMBER,
+        "client-side pace of SCIM creates, so the job stays under Databricks' write limits instead of "
+        "bouncing off them",
+        default=5.0,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=10_000,
+    ),
+    Field(
+        "secret_expiry_warning_days",
+        Kind.INTEGER,
+        "warn when the PAT secret expires within this many days",
+        default=14,
+        minimum=0,
+        maximum=3650,
+    ),
+)
+
+#: The fields of a workspace entry, by name, in the order the README lists them.
+FIELDS: Mapping[str, Field] = {f.name: f for f in _WORKSPACE_FIELDS}
+
+_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9.-]+$"
+
+#: The keys of the file's ``settings:`` block.
+SETTINGS_FIELDS: Mapping[str, Field] = {
+    f.name: f
+    for f in (
+        Field(
+            "allowed_workspace_hosts",
+            Kind.TEXT_LIST,
+            "host patterns (`*.suffix` or an exact host) a `databricks_instance` may use. Widen it "
+            "explicitly for sovereign clouds (`*.databricks.azure.cn`, `*.databricks.azure.us`) or the "
+            "local sandbox (`127.0.0.1`). The list replaces the default",
+            default=("*.azuredatabricks.net",),
+            pattern=_HOST_PATTERN,
+            pattern_hint="a host or *.suffix",
+        ),
+        Field(
+            "allowed_key_vault_hosts",
+            Kind.TEXT_LIST,
+            "the same for `pat_secret_url` (`*.vault.azure.cn`, `*.vault.usgovcloudapi.net`, …)",
+            default=("*.vault.azure.net",),
+            pattern=_HOST_PATTERN,
+            pattern_hint="a host or *.suffix",
+        ),
+    )
+}
