@@ -318,7 +318,9 @@ def resolve_members(
     groups = tuple(members_by_group)
     empty_groups: list[str] = []
     # Entra object ids are GUIDs; keying on the lower-cased form tolerates sources that upper-case them.
-    first_seen: dict[str, Mapping[str, Any]] = {}
+    # What the plan needs of each distinct object, taken at first sight, so that the caller may drop the
+    # Graph dicts as they are consumed: (object id, display name, userName, skip reason, detail).
+    first_seen: dict[str, tuple[str, str, str, SkipReason | None, str]] = {}
     # Each object's groups, sorted, as one shared tuple per combination of groups (a set per object
     # would cost ~200 bytes each, 20 MB at 100,000 members).
     source_groups: dict[str, tuple[str, ...]] = {}
@@ -334,7 +336,8 @@ def resolve_members(
             key = _fold(object_id)
             previous = source_groups.get(key)
             if previous is None:
-                first_seen[key] = obj
+                user_name, reason, detail = _classify(obj, user_name_attribute)
+                first_seen[key] = (object_id, _text(obj.get("displayName")), user_name, reason, detail)
                 source_groups[key] = alone
             elif group not in previous:
                 combined = tuple(sorted((*previous, group)))
@@ -346,11 +349,8 @@ def resolve_members(
     skipped: list[SkippedMember] = []
     claimed: set[str] = set()
     for key in sorted(first_seen):
-        obj = first_seen[key]
-        object_id = _text(obj.get("id"))
-        display_name = _text(obj.get("displayName"))
+        object_id, display_name, user_name, reason, detail = first_seen[key]
         in_groups = source_groups[key]
-        user_name, reason, detail = _classify(obj, user_name_attribute)
         if reason is None and user_name in claimed:
             reason, detail = SkipReason.DUPLICATE_USER_NAME, user_name
         if reason is not None:
