@@ -148,7 +148,8 @@ def _run_task(
         "cpu_seconds": cpu,
         "import_seconds": import_seconds,
         "rss_after_import_kb": rss_after_import,
-        "max_rss_kb": _max_rss_kb(),
+        # ru_maxrss is updated lazily by the kernel; the current RSS can be a little above it.
+        "max_rss_kb": max(_max_rss_kb(), _current_rss_kb()),
         "xcom_bytes": len(pushed),
     }
     if summary is not None:
