@@ -1,9 +1,9 @@
 """``make bench``: our provisioning path beside the naive per-user script, on the local sandbox.
 
 Prints one report (Markdown) with every figure beside its target and pass/fail, and writes the same
-report and the raw figures to ``bench/results/`` (``latest.md``, ``latest.json``).
+report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``).
 
-    python -m bench.run              # the full run (about 11 minutes on 2 cores)
+    python -m bench.run              # the full run (about 15 minutes on 2 shared cores)
     python -m bench.run --quick      # the baseline sampled in (a) too (about 5 minutes)
     python -m bench.run --smoke      # tiny sizes, no targets: what `make test` runs
 
