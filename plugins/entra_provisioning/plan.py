@@ -179,12 +179,22 @@ class Resolution:
                 "clear the upstream resolve_members task so it runs again with this version."
             )
         groups = tuple(record["groups"])
+        # Most members share one combination of groups: one tuple per combination, not per member.
+        combinations: dict[tuple[int, ...], tuple[str, ...]] = {}
+
+        def groups_of(group_indexes: list[int]) -> tuple[str, ...]:
+            key = tuple(group_indexes)
+            found = combinations.get(key)
+            if found is None:
+                found = combinations[key] = tuple(groups[position] for position in key)
+            return found
+
         members = tuple(
             Member(
                 object_id=object_id,
                 user_name=user_name,
                 display_name=user_name if display_name == _SAME_AS_USER_NAME else display_name,
-                groups=tuple(groups[position] for position in group_indexes),
+                groups=groups_of(group_indexes),
             )
             for object_id, user_name, display_name, group_indexes in record["members"]
         )
@@ -193,7 +203,7 @@ class Resolution:
                 object_id=object_id,
                 reason=_REASONS[reason_position],
                 display_name=display_name,
-                groups=tuple(groups[position] for position in group_indexes),
+                groups=groups_of(group_indexes),
                 detail=detail,
             )
             for object_id, reason_position, display_name, detail, group_indexes in record["skipped"]
@@ -205,6 +215,12 @@ class Resolution:
             empty_groups=tuple(groups[position] for position in record["empty_groups"]),
             user_name_attribute=record["user_name_attribute"],
         )
+
+
+def _fold(value: str) -> str:
+    # Case-insensitive keys without a copy of every string that is lower-case already (object ids and
+    # userNames nearly always are): at 100,000 members each needless copy is several MB.
+    return value if value.islower() else value.lower()
 
 
 def _text(value: Any) -> str:
@@ -240,9 +256,9 @@ def map_user_name(obj: Mapping[str, Any], user_name_attribute: str = "userPrinci
     :raises ValueError: If ``user_name_attribute`` is not one of :data:`USER_NAME_ATTRIBUTES`.
     """
     _check_attribute(user_name_attribute)
-    value = _text(obj.get(user_name_attribute)).lower()
+    value = _fold(_text(obj.get(user_name_attribute)))
     if user_name_attribute == "userPrincipalName" and _GUEST_UPN_MARKER in value:
-        value = _text(obj.get("mail")).lower()
+        value = _fold(_text(obj.get("mail")))
     return value if _is_plausible_user_name(value) else None
 
 
@@ -283,20 +299,30 @@ def resolve_members(
     groups = tuple(members_by_group)
     empty_groups: list[str] = []
     # Entra object ids are GUIDs; keying on the lower-cased form tolerates sources that upper-case them.
-    first_seen: dict[str, Mapping[str, Any]] = {}
-    source_groups: dict[str, set[str]] = {}
+    # What the plan needs of each distinct object, taken at first sight, so that the caller may drop the
+    # Graph dicts as they are consumed: (object id, display name, userName, skip reason, detail).
+    first_seen: dict[str, tuple[str, str, str, SkipReason | None, str]] = {}
+    # Each object's groups, sorted, as one shared tuple per combination of groups (a set per object
+    # would cost ~200 bytes each, 20 MB at 100,000 members).
+    source_groups: dict[str, tuple[str, ...]] = {}
+    combinations: dict[tuple[str, ...], tuple[str, ...]] = {}
     for group, objects in members_by_group.items():
         seen_any = False
+        alone = combinations.setdefault((group,), (group,))
         for obj in objects:
             seen_any = True
             object_id = _text(obj.get("id"))
             if not object_id:
                 raise ValueError(f"Group {group!r} returned a directory object without an id: {obj!r}")
-            key = object_id.lower()
-            if key not in first_seen:
-                first_seen[key] = obj
-                source_groups[key] = set()
-            source_groups[key].add(group)
+            key = _fold(object_id)
+            previous = source_groups.get(key)
+            if previous is None:
+                user_name, reason, detail = _classify(obj, user_name_attribute)
+                first_seen[key] = (object_id, _text(obj.get("displayName")), user_name, reason, detail)
+                source_groups[key] = alone
+            elif group not in previous:
+                combined = tuple(sorted((*previous, group)))
+                source_groups[key] = combinations.setdefault(combined, combined)
         if not seen_any:
             empty_groups.append(group)
 
@@ -304,11 +330,8 @@ def resolve_members(
     skipped: list[SkippedMember] = []
     claimed: set[str] = set()
     for key in sorted(first_seen):
-        obj = first_seen[key]
-        object_id = _text(obj.get("id"))
-        display_name = _text(obj.get("displayName"))
-        in_groups = tuple(sorted(source_groups[key]))
-        user_name, reason, detail = _classify(obj, user_name_attribute)
+        object_id, display_name, user_name, reason, detail = first_seen[key]
+        in_groups = source_groups[key]
         if reason is None and user_name in claimed:
             reason, detail = SkipReason.DUPLICATE_USER_NAME, user_name
         if reason is not None:
@@ -410,7 +433,7 @@ def build_plan(
     )
     by_name: dict[str, Member] = {}
     for member in members:
-        name = member.user_name.lower()
+        name = _fold(member.user_name)
         if name in by_name:
             raise ValueError(
                 f"Members {by_name[name].object_id} and {member.object_id} share userName {name!r}"
@@ -420,28 +443,33 @@ def build_plan(
     unique_existing: dict[str, ExistingUser] = {}
     for user in existing_users:
         unique_existing.setdefault(user.id, user)
-    present_names = {user.user_name.lower() for user in unique_existing.values()}
+    present_names = {_fold(user.user_name) for user in unique_existing.values()}
 
     to_add: list[Member] = []
     already_present: list[Member] = []
     for name, member in by_name.items():
         (already_present if name in present_names else to_add).append(member)
 
-    by_object_id = {member.object_id.lower(): member for member in members}
     drift: list[ExistingUser] = []
     renamed: list[RenamedUser] = []
-    for user in unique_existing.values():
-        if user.user_name.lower() in by_name:
-            continue
-        owner = by_object_id.get(user.external_id.lower()) if user.external_id else None
+    unmatched = [user for user in unique_existing.values() if _fold(user.user_name) not in by_name]
+    # Only needed when an unmatched user carries an externalId, which is rare: skip building it otherwise.
+    by_object_id = (
+        {_fold(member.object_id): member for member in members}
+        if any(user.external_id for user in unmatched)
+        else {}
+    )
+    for user in unmatched:
+        owner = by_object_id.get(_fold(user.external_id)) if user.external_id else None
         if owner is None:
             drift.append(user)
         else:
             # The owner's userName necessarily differs: had it matched, the ``continue`` above would apply.
             renamed.append(RenamedUser(owner.object_id, owner.user_name, user.id, user.user_name))
 
-    def by_user_name(member: Member) -> tuple[str, str]:
-        return member.user_name.lower(), member.user_name
+    def by_user_name(member: Member) -> str:
+        # Unique: two members whose userNames fold to the same key were refused above.
+        return _fold(member.user_name)
 
     return Plan(
         to_add=tuple(sorted(to_add, key=by_user_name)),

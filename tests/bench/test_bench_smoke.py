@@ -79,11 +79,36 @@ def test_baseline_makes_one_get_per_member_and_one_post_per_missing(results) -> 
         assert by[key]["ratio"] > 0 and math.isfinite(by[key]["ratio"])
 
 
+def test_every_task_ran_in_its_own_process_with_its_figures(results) -> None:
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    for r in by.values():
+        tasks = r["ours"]["tasks"]
+        assert list(tasks) == ["fetch_token", "resolve_members", "add_missing_users"]
+        for figures in tasks.values():
+            assert figures["max_rss_kb"] >= figures["rss_after_import_kb"] > 0
+            assert figures["xcom_bytes"] > 0
+    # (a) ran each task in a fresh process: its memory figures are reported per task.
+    assert set(results["memory"]["30"]["tasks"]) == {"fetch_token", "resolve_members", "add_missing_users"}
+    # (e) is repeated; the report keeps the median run and every run's figure.
+    e = by["e"]["ours"]
+    assert len(e["run_seconds"]) == len(e["run_time_over_n_by_limit"]) == 2
+    assert e["seconds"] in e["run_seconds"]
+
+
 def test_parse_and_report(results) -> None:
-    parse = results["parse"]["counts"]
-    assert [entry["dags"] for entry in parse.values()] == [2]
-    for entry in parse.values():
-        assert entry["banned_imported"] == []
-        assert 0 < entry["parse_s"] < 60
+    parse = results["parse"]
+    assert parse["repeats"] == 2 and parse["dagbag_import_timeout_s"] > 0
+    assert list(parse["counts"]) == ["2", "3"]
+    for n, entry in parse["counts"].items():
+        for kind in ("ours", "reference"):
+            assert entry[kind]["dags"] == int(n)
+            assert entry[kind]["banned_imported"] == []
+            assert 0 < entry[kind]["parse_s"]["min"] <= entry[kind]["parse_s"]["median"] < 60
+            # The reference is honest about the docs: about the same size as ours.
+            assert 0.8 < entry["reference"]["doc_md_chars"] / entry["ours"]["doc_md_chars"] < 1.25
+        assert "entra_provisioning" in entry["ours"]["new_top_level"]
+        assert "entra_provisioning" not in entry["reference"]["new_top_level"]
+        assert entry["ratio"] > 0 and entry["paired_ratio"]["min"] <= entry["paired_ratio"]["max"]
     report = results["report"]
     assert "| (a) all missing |" in report and "DAG-file parse" in report
+    assert "hand-written reference" in report and "Peak RSS per task process" in report
