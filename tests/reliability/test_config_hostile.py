@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from entra_provisioning.config import (
@@ -182,13 +182,22 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], int | None, str | None]:
     return doc, index, key
 
 
+def faithful_yaml(doc: dict[str, Any]) -> str:
+    """``doc`` as YAML, for documents that survive the round trip. PyYAML does not load back every key it
+    dumps unchanged (a key holding "\\x85", a YAML line break, comes back as another key); such a document
+    differs from the one built beyond the edited entry, so a test about that entry says nothing of it."""
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    assume(yaml.safe_load(text) == doc)
+    return text
+
+
 @FAST
 @given(mutated())
 def test_a_broken_entry_is_reported_against_that_entry(
     case: tuple[dict[str, Any], int | None, str | None],
 ) -> None:
     doc, index, _ = case
-    result = check(yaml.safe_dump(doc, allow_unicode=True))
+    result = check(faithful_yaml(doc))
     if isinstance(result, ConfigError):
         # Only that entry changed, so every problem points at it and names a field.
         for problem in result.problems:
@@ -204,7 +213,7 @@ def test_a_broken_entry_leaves_the_other_entry_its_dag(
     doc, index, _ = case
     other = 1 - (index or 0)
     other_name = VALID["workspaces"][other]["name"]
-    report = parse_config_report(yaml.safe_dump(doc, allow_unicode=True), PATH)
+    report = parse_config_report(faithful_yaml(doc), PATH)
     names = [ws.name for ws in report.config.workspaces]
     claims_other_name = doc["workspaces"][index].get("name") == other_name
     # The untouched entry keeps its DAG, unless the edit made the broken entry claim its name first.
