@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -71,13 +71,6 @@ def _scim_hook(ws: WorkspaceConfig, token: str) -> Any:
     )
 
 
-def _drain(items: list[Any]) -> Iterator[Any]:
-    """Yield the items in order, removing each from the list as it goes."""
-    items.reverse()
-    while items:
-        yield items.pop()
-
-
 @task_errors
 def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
     """Read the PAT, check it is usable and belongs to a workspace admin; return facts, not the token."""
@@ -113,12 +106,10 @@ def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     from entra_provisioning.hooks.entra import EntraGroupsHook
 
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
-    objects = hook.members_by_group(ws.entra_groups)
-    # Hand the objects over one by one and let each go once the plan has read it: the plan keeps only
-    # what it needs, so 100,000 raw Graph dicts (~80 MB) do not stay alive beside the resolution.
-    resolution = resolve_plan_members(
-        {group: _drain(found) for group, found in objects.items()}, ws.user_name_attribute
-    )
+    # Pages stream from Graph into the plan, which keeps only what it needs of each object: 100,000 raw
+    # Graph dicts (~80 MB) never stay alive beside the resolution, one page (≤ 999) at most.
+    with hook.stream_members_by_group(ws.entra_groups) as objects:
+        resolution = resolve_plan_members(objects, ws.user_name_attribute)
     for group in resolution.empty_groups:
         log.warning("Entra group %r has no members; nothing to provision from it", group)
     skipped = {reason: n for reason, n in resolution.skipped_counts().items() if n}

@@ -64,3 +64,21 @@ def test_missing_ambiguous_and_empty_groups(connected) -> None:
     with pytest.raises(GroupNotFoundError, match="object id"):
         EntraGroupsHook().members_by_group(["00000000-0000-4000-8000-000000000000"])
     assert EntraGroupsHook().members_by_group(["Empty Group"]) == {"Empty Group": []}
+
+
+def test_members_stream_page_by_page_as_they_are_consumed(connected) -> None:
+    hook = EntraGroupsHook(page_size=100)
+    with hook.stream_members_by_group(["Large Team", "Data Engineers"]) as streams:
+        # Both groups were looked up on entry; no member page was read yet.
+        assert hook.pages_read == 0
+        assert len(connected.control.log(endpoint="graph.groups.list")) == 2
+        large = streams["Large Team"]
+        first = [next(large)]
+        assert hook.pages_read == 1  # a page is fetched only when the previous one is used up
+        rest = list(large)
+        assert hook.pages_read >= 3
+        nested = list(streams["Data Engineers"])
+    assert len({o["id"] for o in first + rest}) == 1 + len(rest) > 200
+    assert upns(nested) >= {"alice@contoso.onmicrosoft.com", "frank@contoso.onmicrosoft.com"}
+    pages = connected.control.counts()["graph"]["graph.groups.transitiveMembers"]
+    assert sum(pages.values()) == hook.pages_read

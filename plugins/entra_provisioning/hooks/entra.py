@@ -11,7 +11,8 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -225,9 +226,34 @@ class EntraGroupsHook(BaseHook):
 
         :raises GroupNotFoundError, AmbiguousGroupError, GraphError: naming the group.
         """
-        return asyncio.run(self._members_by_group(groups))
+        with self.stream_members_by_group(groups) as streams:
+            return {group: list(objects) for group, objects in streams.items()}
 
-    async def _members_by_group(self, groups: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    @contextmanager
+    def stream_members_by_group(self, groups: Sequence[str]) -> Iterator[dict[str, Iterator[dict[str, Any]]]]:
+        """:meth:`members_by_group`, read page by page as the caller consumes each group's objects.
+
+        Every group is looked up first (so a missing or ambiguous one fails before any member is read);
+        then each group's iterator fetches its next page only when the previous one is used up, so no
+        more than one page (≤ 999 objects) is held here however large the group.
+
+        :raises GroupNotFoundError, AmbiguousGroupError, GraphError: naming the group, on entry or while
+            the iterators are consumed.
+        """
+        with asyncio.Runner() as runner:
+            provider_hook = self._provider_hook()
+            try:
+                client, graph_host = runner.run(self._client(provider_hook))
+                ids = {group: runner.run(self._group_id(client, group)) for group in groups}
+                yield {
+                    group: _objects(runner, self._member_pages(client, graph_host, group, ids[group]))
+                    for group in groups
+                }
+            finally:
+                # The adapter lives in this runner's event loop, which ends with this block.
+                runner.run(provider_hook.close())
+
+    def _provider_hook(self) -> Any:
         from airflow.providers.microsoft.azure.hooks.msgraph import KiotaRequestAdapterHook
 
         quiet_sdk_loggers()
@@ -236,16 +262,7 @@ class EntraGroupsHook(BaseHook):
         # adapter it builds. Its structlog logger ignores stdlib levels, so give it the stdlib logger of the
         # same name, which quiet_sdk_loggers() set to WARNING.
         provider_hook._log = logging.getLogger(PROVIDER_HOOK_LOGGER)  # type: ignore[assignment]
-        try:
-            client, graph_host = await self._client(provider_hook)
-            result: dict[str, list[dict[str, Any]]] = {}
-            for group in groups:
-                group_id = await self._group_id(client, group)
-                result[group] = await self._transitive_members(client, graph_host, group, group_id)
-            return result
-        finally:
-            # The adapter lives in this task's event loop, which ends with this call.
-            await provider_hook.close()
+        return provider_hook
 
     async def _group_id(self, client: GraphServiceClient, group: str) -> str:
         from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
@@ -290,9 +307,10 @@ class EntraGroupsHook(BaseHook):
             )
         return str(matches[0]["id"])
 
-    async def _transitive_members(
+    async def _member_pages(
         self, client: GraphServiceClient, graph_host: str, group: str, group_id: str
-    ) -> list[dict[str, Any]]:
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page of the group's transitive members, fetched when the previous one was taken."""
         from msgraph.generated.groups.item.transitive_members.transitive_members_request_builder import (
             TransitiveMembersRequestBuilder,
         )
@@ -304,13 +322,12 @@ class EntraGroupsHook(BaseHook):
         config = _request_config(query)
         # $count is an advanced query: Graph requires eventual consistency for it.
         config.headers.add("ConsistencyLevel", "eventual")
-        members: list[dict[str, Any]] = []
         what = f"listing members of Entra group {group!r}"
         try:
             page = await self._call(what, lambda: self._get_json(builder, config))
             while page:
                 self.pages_read += 1
-                members.extend(_as_dict(obj) for obj in page.get("value") or [] if _keep(obj))
+                yield [_as_dict(obj) for obj in page.get("value") or [] if _keep(obj)]
                 next_link = page.get("@odata.nextLink")
                 if not next_link:
                     break
@@ -333,7 +350,22 @@ class EntraGroupsHook(BaseHook):
                 status=exc.status,
                 service_message=exc.service_message,
             ) from None
-        return members
+
+
+def _objects(runner: asyncio.Runner, pages: AsyncIterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """The objects of async ``pages``, each page fetched on ``runner`` only when the last is used up."""
+
+    async def next_page() -> list[dict[str, Any]] | None:
+        try:
+            return await anext(pages)
+        except StopAsyncIteration:
+            return None
+
+    while (page := runner.run(next_page())) is not None:
+        # Drop each object from the page as it is handed over, so the caller decides what stays alive.
+        page.reverse()
+        while page:
+            yield page.pop()
 
 
 def _keep(obj: Any) -> bool:
