@@ -2,6 +2,9 @@
 
 ``python -m entra_provisioning validate [FILE ...]`` checks files the way the DAG file will, prints each
 problem (file, entry, field) and exits non-zero if any file is invalid, so it can gate a pull request.
+With ``--allow-bad-entries`` it exits non-zero only for a file unusable as a whole, the one case in which
+Airflow builds no DAG at all (a deployment's start-up check: the valid entries run, the bad ones show as
+an import error).
 ``fields`` prints the README's field tables and ``schema`` the JSON Schema, both generated from the one
 field table (``config_fields.py``); ``schema --write FILE --readme README.md`` (``make schema``) rewrites
 the committed copies, ``--check`` only reports whether they are current.
@@ -18,7 +21,7 @@ from entra_provisioning.config import ConfigError, load_config_report
 from entra_provisioning.factory import config_path
 
 
-def _validate(paths: Sequence[str]) -> int:
+def _validate(paths: Sequence[str], allow_bad_entries: bool = False) -> int:
     status = 0
     for path in paths or [str(config_path())]:
         try:
@@ -33,7 +36,7 @@ def _validate(paths: Sequence[str]) -> int:
         error = report.error()
         if error is not None:
             print(error, file=sys.stderr)
-            status = 1
+            status = status if allow_bad_entries else 1
             rejected = len(report.rejected)
             print(
                 f"{path}: {rejected} entr{'y' if rejected == 1 else 'ies'} rejected (no DAG); the other "
@@ -80,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser("validate", help="validate workspaces files; exit 1 on any problem")
     validate.add_argument("files", nargs="*", help="files to check (default: the file the DAGs read)")
+    validate.add_argument(
+        "--allow-bad-entries",
+        action="store_true",
+        help="still list bad entries, but exit 1 only for a file unusable as a whole (what stops every DAG)",
+    )
     commands.add_parser("fields", help="print the README's field tables (Markdown) from the field table")
     schema = commands.add_parser("schema", help="print the JSON Schema, or write/check the committed copies")
     schema.add_argument("--write", metavar="FILE", help="the JSON Schema file to (re)write")
@@ -87,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
     args = parser.parse_args(argv)
     if args.command == "validate":
-        return _validate(args.files)
+        return _validate(args.files, args.allow_bad_entries)
     if args.command == "fields":
         from entra_provisioning.config_schema import markdown_blocks
 

@@ -186,10 +186,14 @@ def test_validate_lists_every_problem_and_what_still_runs(tmp_path: Path, capsys
     assert f"{config_file}: workspaces[1] (name 'b'): field 'scim_concurrency': must be between 1 and 64, got 0" in err
     assert "1 entry rejected (no DAG); the other 1 workspace(s) are valid, 1 enabled" in out
     assert "entra_provisioning__analytics" in out
+    # The deployment start-up check lists the same problem but lets the valid entries run.
+    assert main(["validate", "--allow-bad-entries", str(config_file)]) == 0
+    assert "field 'scim_concurrency': must be between 1 and 64" in capsys.readouterr().err
 
     config_file.write_text("- not a mapping\n")
     assert main(["validate", str(config_file)]) == 1
     assert "unusable as a whole: Airflow builds no DAG from it" in capsys.readouterr().err
+    assert main(["validate", "--allow-bad-entries", str(config_file)]) == 1
 
 
 def test_make_schema_check_passes_on_the_committed_files() -> None:
