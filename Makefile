@@ -14,7 +14,7 @@ help:
 	@echo "make demo             run the main job end to end against the local sandbox"
 	@echo "make test             install, validate the shipped config, lint, type-check and run every test"
 	@echo "make validate-config  check CONFIG=$(CONFIG) the way the DAG file will"
-	@echo "make schema           regenerate config/workspaces.schema.json and the README's field tables"
+	@echo "make schema           regenerate config/workspaces.schema.json and docs/configuration.md's field tables"
 	@echo "make ui               airflow standalone with the demo DAGs against the sandbox (UI on 127.0.0.1:8080)"
 	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
 	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 15 minutes)"
@@ -34,10 +34,10 @@ install: $(STAMP)
 validate-config: $(STAMP)
 	$(PY) -m entra_provisioning validate $(CONFIG)
 
-# The JSON Schema and the README's field tables are generated from plugins/entra_provisioning/config_fields.py
+# The JSON Schema and the field tables of docs/configuration.md are generated from plugins/entra_provisioning/config_fields.py
 # (a test fails when the committed copies are stale).
 schema: $(STAMP)
-	$(PY) -m entra_provisioning schema --write config/workspaces.schema.json --readme README.md
+	$(PY) -m entra_provisioning schema --write config/workspaces.schema.json --docs docs/configuration.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -55,7 +55,8 @@ UI_PORT ?= 8080
 ui: $(STAMP)
 	$(PY) -m demo.ui --port $(UI_PORT)
 
-# Prints the report (README "Benchmarks") and writes it to bench/results/. BENCH_ARGS=--quick samples the baseline.
+# Prints the report and writes it to bench/results/; a full run also rewrites docs/benchmarks.md.
+# BENCH_ARGS=--quick samples the baseline (its report goes to bench/results/quick.md only).
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 

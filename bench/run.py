@@ -1,11 +1,13 @@
 """``make bench``: our provisioning path beside the naive per-user script, on the local sandbox.
 
 Prints one report (Markdown) with every figure beside its target and pass/fail, and writes the same
-report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``).
+report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A full run also writes
+``docs/benchmarks.md``: ``bench/benchmarks_template.md`` with the run's figures filled in.
 
-    python -m bench.run              # the full run (about 15 minutes on 2 shared cores)
-    python -m bench.run --quick      # the baseline sampled in (a) too (about 5 minutes)
-    python -m bench.run --smoke      # tiny sizes, no targets: what `make test` runs
+    python -m bench.run                  # the full run (about 15 minutes on 2 shared cores)
+    python -m bench.run --quick          # the baseline sampled in (a) too (about 5 minutes)
+    python -m bench.run --smoke          # tiny sizes, no targets: what `make test` runs
+    python -m bench.run --render-only    # no run: rewrite full.md and docs/benchmarks.md from full.json
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +33,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The benchmarks page: written from this template by a full run (and by ``--render-only``).
+DOCS_TEMPLATE = Path(__file__).resolve().parent / "benchmarks_template.md"
+DOCS_PAGE = REPO / "docs" / "benchmarks.md"
 
 #: Injected on every request to every system: 15 ms + uniform 0-10 ms, i.e. 20 ms on average.
 LATENCY_MS = 15.0
@@ -615,6 +621,83 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------- docs/benchmarks.md
+
+
+def _figures(results: dict[str, Any]) -> dict[str, str]:
+    """The template's ``{{placeholders}}``, each from the run's results."""
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    a, e, e2 = by["a"], by["e"]["ours"], by["e'"]["ours"]
+    tlist = results["targets"]
+    failed = [t["target"] for t in tlist if t["pass"] is False]
+    verdict = (
+        "Every target passes in this run."
+        if not failed
+        else f"{len(failed)} of {sum(t['pass'] is not None for t in tlist)} targets fail in this run: "
+        + "; ".join(failed)
+        + "."
+    )
+    tasks = results["memory"]["100000"]["tasks"]
+    larger = max(("resolve_members", "add_missing_users"), key=lambda name: tasks[name]["max_rss_kb"])
+    peak_mb = round(tasks[larger]["max_rss_kb"] / 1024)
+    parse = results["parse"]
+    counts = parse["counts"]
+    paired = [entry["paired_ratio"] for entry in counts.values()]
+    import_s = counts["1000"]["ours"]["bag_s"]
+    timeout = parse["dagbag_import_timeout_s"]
+    runs = e["run_time_over_n_by_limit"]
+    return {
+        "date": str(results.get("date", "date not recorded")),
+        "seconds": f"{results['seconds']:.0f}",
+        "report": results["report"],
+        "verdict": verdict,
+        "a_ratio": f"{a['ratio']:.1f}",
+        "a_ours": _fmt_s(a["ours"]["seconds"]),
+        "a_baseline": _fmt_s(a["baseline"]["time"]),
+        "a_latency_floor": f"{a['ours']['time_over_latency_floor']:.2f}",
+        "memory_task": larger,
+        "memory_peak": str(peak_mb),
+        "memory_spare": str(250 - peak_mb),
+        "parse_200": f"{counts['200']['ratio']:.2f}",
+        "parse_1000": f"{counts['1000']['ratio']:.2f}",
+        "parse_paired_min": f"{min(p['min'] for p in paired):.2f}",
+        "parse_paired_max": f"{max(p['max'] for p in paired):.2f}",
+        "import_1000_median": f"{import_s['median']:.1f}",
+        "import_1000_max": f"{import_s['max']:.1f}",
+        "import_1000_share": f"{import_s['max'] / timeout * 100:.0f}",
+        "import_timeout": f"{timeout:g}",
+        "modules_ours": str(counts["1000"]["ours"]["new_modules"]),
+        "modules_reference": str(counts["1000"]["reference"]["new_modules"]),
+        "e_429": str(e["creates_429"]),
+        "e_posts": f"{e['posts']:,}",
+        "e_runs": f"{min(runs):.3f}–{max(runs):.3f}×",
+        "e2_429": str(e2["creates_429"]),
+        "e2_posts": f"{e2['posts']:,}",
+        "e2_over_limit": f"{e2['time_over_n_by_limit']:.3f}",
+    }
+
+
+def docs_page(results: dict[str, Any], template: str | None = None) -> str:
+    """``docs/benchmarks.md``: the template with every ``{{placeholder}}`` filled from a full run."""
+    text = DOCS_TEMPLATE.read_text(encoding="utf-8") if template is None else template
+    figures = _figures(results)
+    unknown = set(re.findall(r"\{\{(\w+)\}\}", text)) - set(figures)
+    if unknown:
+        raise KeyError(f"benchmarks template placeholders without a figure: {sorted(unknown)}")
+    return re.sub(r"\{\{(\w+)\}\}", lambda found: figures[found.group(1)], text)
+
+
+def render_only(source: Path, out_dir: Path = RESULTS, page: Path = DOCS_PAGE) -> dict[str, Any]:
+    """Re-render the report and the benchmarks page from a full run's raw figures, without running."""
+    results: dict[str, Any] = json.loads(source.read_text())
+    results["report"] = report(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{results['mode']}.md").write_text(results["report"] + "\n")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(docs_page(results))
+    return results
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -658,6 +741,7 @@ def run(
     else:
         results["parse"] = parse.measure(counts=(200, 1000), repeats=5)
     results["seconds"] = time.perf_counter() - started
+    results["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     results["machine"]["load_avg_end"] = os.getloadavg()
     if mode != "smoke":
         results["targets"] = targets(results)
@@ -667,6 +751,8 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{mode}.json").write_text(json.dumps(results, indent=1, default=str))
         (out_dir / f"{mode}.md").write_text(text + "\n")
+        if mode == "full" and out_dir == RESULTS:
+            DOCS_PAGE.write_text(docs_page(results))
     return results
 
 
@@ -677,8 +763,22 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="sample the baseline everywhere")
     group.add_argument("--smoke", action="store_true", help="tiny sizes, no targets, all in this process")
+    group.add_argument(
+        "--render-only",
+        nargs="?",
+        const=RESULTS / "full.json",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite full.md and docs/benchmarks.md from a full run's JSON (default full.json)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="with --render-only: where full.md goes")
+    parser.add_argument("--docs-page", type=Path, default=DOCS_PAGE, help="with --render-only: the page to write")
     args = parser.parse_args(argv)
+    if args.render_only is not None:
+        rendered = render_only(args.render_only, args.out_dir, args.docs_page)
+        print(f"wrote {args.out_dir / (rendered['mode'] + '.md')} and {args.docs_page}")
+        return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     # The smoke run stays in one process (it is short); the others time each run in a fresh process.
     results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke)

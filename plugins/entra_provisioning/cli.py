@@ -5,9 +5,10 @@ problem (file, entry, field) and exits non-zero if any file is invalid, so it ca
 With ``--allow-bad-entries`` it exits non-zero only for a file unusable as a whole, the one case in which
 Airflow builds no DAG at all (a deployment's start-up check: the valid entries run, the bad ones show as
 an import error).
-``fields`` prints the README's field tables and ``schema`` the JSON Schema, both generated from the one
-field table (``config_fields.py``); ``schema --write FILE --readme README.md`` (``make schema``) rewrites
-the committed copies, ``--check`` only reports whether they are current.
+``fields`` prints the field tables of ``docs/configuration.md`` and ``schema`` the JSON Schema, both
+generated from the one field table (``config_fields.py``); ``schema --write FILE --docs
+docs/configuration.md`` (``make schema``) rewrites the committed copies, ``--check`` only reports whether
+they are current.
 """
 
 from __future__ import annotations
@@ -53,17 +54,17 @@ def _validate(paths: Sequence[str], allow_bad_entries: bool = False) -> int:
     return status
 
 
-def _schema(schema_file: str | None, readme: str | None, check: bool) -> int:
+def _schema(schema_file: str | None, docs: str | None, check: bool) -> int:
     from entra_provisioning.config_schema import replace_blocks, schema_text
 
-    if schema_file is None and readme is None:
+    if schema_file is None and docs is None:
         print(schema_text(), end="")
         return 0
     wanted: dict[Path, str] = {}
     if schema_file is not None:
         wanted[Path(schema_file)] = schema_text()
-    if readme is not None:
-        wanted[Path(readme)] = replace_blocks(Path(readme).read_text(encoding="utf-8"))
+    if docs is not None:
+        wanted[Path(docs)] = replace_blocks(Path(docs).read_text(encoding="utf-8"))
     stale = {
         path: text
         for path, text in wanted.items()
@@ -88,10 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="still list bad entries, but exit 1 only for a file unusable as a whole (what stops every DAG)",
     )
-    commands.add_parser("fields", help="print the README's field tables (Markdown) from the field table")
+    commands.add_parser("fields", help="print the configuration page's field tables (Markdown)")
     schema = commands.add_parser("schema", help="print the JSON Schema, or write/check the committed copies")
     schema.add_argument("--write", metavar="FILE", help="the JSON Schema file to (re)write")
-    schema.add_argument("--readme", metavar="FILE", help="a README whose generated tables to rewrite")
+    schema.add_argument(
+        "--docs", metavar="FILE", help="a Markdown page whose generated tables to rewrite (docs/configuration.md)"
+    )
     schema.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
     args = parser.parse_args(argv)
     if args.command == "validate":
@@ -102,6 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n\n".join(markdown_blocks().values()))
         return 0
     if args.command == "schema":
-        return _schema(args.write, args.readme, args.check)
+        return _schema(args.write, args.docs, args.check)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -1,7 +1,7 @@
 """The fields of the workspaces file, each described once.
 
 Everything else is derived from :data:`FIELDS` and :data:`SETTINGS_FIELDS`: the loader's defaults and
-generic checks (``config.py``), the README's field tables and the JSON Schema editors use
+generic checks (``config.py``), the field tables of ``docs/configuration.md`` and the JSON Schema editors use
 (``config_schema.py``, ``make schema``). A field whose check cannot be written as a type, a range, a
 choice or a pattern names a special validator (``check``) that ``config.py`` implements.
 
@@ -56,7 +56,7 @@ class Field:
 
     :param name: the key in the file.
     :param kind: the value's type.
-    :param help: what it means, in Markdown (README table, editor hover).
+    :param help: what it means, in Markdown (docs/configuration.md's table, editor hover).
     :param default: the value when absent, or :data:`NO_DEFAULT`.
     :param required: an entry (after merging ``defaults``) must give it.
     :param nullable: ``null`` is a meaningful value (not the same as absent).
@@ -71,7 +71,7 @@ class Field:
     :param in_defaults: may appear in the file's ``defaults:`` block.
     :param aliases: other accepted keys (the per-workspace script's parameter names).
     :param check: a special validator in ``config.py``, run after the generic checks pass.
-    :param shape: how the README's "type" column describes the value, when the derived text is not enough.
+    :param shape: how the field table's "type" column describes the value, when the derived text is not enough.
     :param schema: extra JSON Schema keywords for what ``check`` enforces (e.g. a URL's pattern).
     """
 
@@ -244,7 +244,7 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
     ),
 )
 
-#: The fields of a workspace entry, by name, in the order the README lists them.
+#: The fields of a workspace entry, by name, in the order docs/configuration.md lists them.
 FIELDS: Mapping[str, Field] = {f.name: f for f in _WORKSPACE_FIELDS}
 
 _HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9.-]+$"

@@ -1,7 +1,8 @@
-"""What ``make schema`` generates from the field table: the JSON Schema and the README's field tables.
+"""What ``make schema`` generates from the field table: the JSON Schema and the field tables of
+``docs/configuration.md``.
 
 Both are pure functions of ``config_fields``; tests compare them with the committed
-``config/workspaces.schema.json`` and the marked blocks of ``README.md``, so neither can drift from what
+``config/workspaces.schema.json`` and the marked blocks of ``docs/configuration.md``, so neither can drift from what
 the loader enforces.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from entra_provisioning.config import TOP_LEVEL_KEYS, runs_per_day_to_cron
 from entra_provisioning.config_fields import FIELDS, SETTINGS_FIELDS, Field, Kind
 
-__all__ = ["README_BLOCKS", "json_schema", "markdown_blocks", "replace_blocks", "schema_text"]
+__all__ = ["DOC_BLOCKS", "json_schema", "markdown_blocks", "replace_blocks", "schema_text"]
 
 #: JSON Schema draft-07: the newest draft the VS Code YAML extension (yaml-language-server) supports fully.
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -184,7 +185,7 @@ def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
-# ------------------------------------------------------------------------------------------- README
+# ---------------------------------------------------------------------------- docs/configuration.md
 
 
 def _code(value: Any) -> str:
@@ -202,7 +203,7 @@ def _number(value: float) -> str:
 
 
 def _shape(spec: Field) -> str:
-    """The README's "type" column: derived from the constraints unless the table says it better."""
+    """The field table's "type" column: derived from the constraints unless the table says it better."""
     if spec.shape is not None:
         text = spec.shape
     elif spec.choices:
@@ -265,12 +266,12 @@ def _aliases_table() -> str:
     return "\n".join(rows)
 
 
-#: The README blocks ``make schema`` rewrites, by marker name.
-README_BLOCKS = ("workspace-fields", "settings", "aliases")
+#: The blocks of ``docs/configuration.md`` that ``make schema`` rewrites, by marker name.
+DOC_BLOCKS = ("workspace-fields", "settings", "aliases")
 
 
 def markdown_blocks() -> Mapping[str, str]:
-    """The generated README tables, by block name."""
+    """The generated tables of ``docs/configuration.md``, by block name."""
     return {
         "workspace-fields": _workspace_table(),
         "settings": _settings_table(),
@@ -286,7 +287,7 @@ def _markers(name: str) -> tuple[str, str]:
 
 
 def replace_blocks(text: str) -> str:
-    """``text`` (the README) with every generated block rewritten from the field table.
+    """``text`` (``docs/configuration.md``) with every generated block rewritten from the field table.
 
     :raises ValueError: when a block's markers are missing, so a moved marker cannot go unnoticed.
     """
@@ -297,6 +298,6 @@ def replace_blocks(text: str) -> str:
         # Sliced in rather than passed to re.sub, so that backslashes in a table stay literal.
         found = pattern.search(text)
         if found is None:
-            raise ValueError(f"README markers for {name!r} not found: {begin} … {end}")
+            raise ValueError(f"markers for {name!r} not found: {begin} … {end}")
         text = text[: found.start()] + replacement + text[found.end() :]
     return text

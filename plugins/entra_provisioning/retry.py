@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-#: One ceiling for Key Vault, Graph and Databricks (README "Retries and failures").
+#: One ceiling for Key Vault, Graph and Databricks (docs/operations.md, "Retries and failures").
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 #: Called before each retry's wait with (the error, the attempt that failed, the seconds to wait).

@@ -7,7 +7,8 @@ later ones build on the state the earlier ones left, as an operator's day would:
 1. trigger ``alpha`` through the REST API the UI uses: dry run (nothing written), then for real;
 2. a *scheduled* run of ``beta`` (its cron fires every minute) succeeds;
 3. a backfill of ``beta`` succeeds and creates nobody (add-only makes it a re-check);
-4. the README's CLI operations: trigger with a conf, list runs, task states, the run summary;
+4. the CLI operations of docs/operations.md: trigger with a conf, list runs, task states, the run
+   summary;
 5. the tasks ran on the Celery worker, from our queue;
 6. the PAT is in no task log file and nowhere in the metadata DB, and went only to its workspace;
 7. a bad entry in the workspaces file: the dag-processor reports it as the config-check file's import
@@ -100,7 +101,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
                 cluster.migrate()
                 cluster.start()
                 cluster.wait_ready([ALPHA, BETA])
-                # Unpaused first (with the CLI command the README gives), so its scheduled runs happen
+                # Unpaused first (with the CLI command docs/operations.md gives), so its scheduled runs happen
                 # while the REST tests run.
                 unpaused = cluster.airflow("dags", "unpause", BETA)
                 assert unpaused.returncode == 0, unpaused.stdout[-2000:] + unpaused.stderr[-2000:]
@@ -205,7 +206,7 @@ def test_backfill_is_a_harmless_recheck(distributed: Distributed) -> None:
 
 
 def test_cli_operations_from_the_readme(distributed: Distributed) -> None:
-    """README "Operations": trigger with a conf, list runs, task states, read the run summary."""
+    """docs/operations.md "Operations CLI": trigger with a conf, list runs, task states, read the run summary."""
     cluster, box = distributed.cluster, distributed.sandbox
     before = box.control.workspace_user_names("ws-alpha")
 
@@ -294,7 +295,7 @@ def test_the_pat_is_in_no_log_and_nowhere_in_the_metadata_db(distributed: Distri
 
 
 def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Distributed) -> None:
-    """README "When the workspaces file has a problem", on the real dag-processor and Celery worker."""
+    """docs/configuration.md "When the workspaces file has a problem", on the real dag-processor and Celery worker."""
     cluster, config_file = distributed.cluster, distributed.config_file
     good = config_file.read_text()
     assert _import_errors(cluster) == {}

@@ -1,4 +1,4 @@
-"""The field table and what is generated from it: the JSON Schema, the README's tables, the loader's
+"""The field table and what is generated from it: the JSON Schema, docs/configuration.md's tables, the loader's
 defaults. The schema and the loader must agree on the shipped and demo files and on typical mistakes."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from entra_provisioning.factory import DEFAULT_CONFIG_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO / "config" / "workspaces.schema.json"
-README = REPO / "README.md"
+CONFIGURATION_DOC = REPO / "docs" / "configuration.md"
 
 WS_URL = "https://adb-6234138917436195.15.azuredatabricks.net"
 KV_URL = "https://kv-test.vault.azure.net/secrets/dbx-pat"
@@ -62,8 +62,8 @@ def test_committed_schema_is_current() -> None:
     assert SCHEMA_FILE.read_text() == schema_text(), "run `make schema`"
 
 
-def test_readme_tables_are_current() -> None:
-    text = README.read_text()
+def test_configuration_doc_tables_are_current() -> None:
+    text = CONFIGURATION_DOC.read_text()
     assert replace_blocks(text) == text, "run `make schema`"
     for block in markdown_blocks().values():
         assert block in text
@@ -198,7 +198,7 @@ def test_validate_lists_every_problem_and_what_still_runs(tmp_path: Path, capsys
 
 def test_make_schema_check_passes_on_the_committed_files() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "entra_provisioning", "schema", "--check", "--write", str(SCHEMA_FILE), "--readme", str(README)],
+        [sys.executable, "-m", "entra_provisioning", "schema", "--check", "--write", str(SCHEMA_FILE), "--docs", str(CONFIGURATION_DOC)],
         cwd=REPO,
         env={"PYTHONPATH": str(REPO / "plugins"), "PATH": ""},
         capture_output=True,

@@ -264,7 +264,7 @@ def test_every_hook_error_is_in_exactly_one_branch() -> None:
         ("Databricks SCIM", "scim", "DatabricksScimHook"),
     ],
 )
-def test_the_readme_states_each_hooks_real_policy(system: str, hook_module: str, hook_class: str) -> None:
+def test_the_operations_page_states_each_hooks_real_policy(system: str, hook_module: str, hook_class: str) -> None:
     import importlib
     import inspect
     from pathlib import Path
@@ -272,8 +272,8 @@ def test_the_readme_states_each_hooks_real_policy(system: str, hook_module: str,
     module = importlib.import_module(f"entra_provisioning.hooks.{hook_module}")
     # The module's declared policy, not the fast one the test-wide fixture swaps in.
     declared = next(v for v in vars(module).values() if isinstance(v, RetryPolicy))
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| {system} |"))
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    row = next(line for line in operations.splitlines() if line.startswith(f"| {system} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == str(declared.attempts)
     assert cells[2] == f"uniform in [0, min({declared.backoff_max:g} s, {declared.backoff_base:g} s · 2ⁿ⁻¹)]"
