@@ -29,6 +29,26 @@ def test_world_user_names_match_the_generator() -> None:
     assert [u["userPrincipalName"].lower() for u in users] == [user_name(i) for i in range(3)]
 
 
+def test_benchmarks_page_is_rendered_from_the_committed_results(tmp_path) -> None:
+    """docs/benchmarks.md and bench/results/full.md are what `make bench` writes from full.json: re-rendered
+    here into a temporary directory (the committed files are not touched), they must be identical."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
+    page = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--render-only", "--out-dir", str(tmp_path), "--docs-page", str(page)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert page.read_text() == (REPO / "docs" / "benchmarks.md").read_text(), "run `python -m bench.run --render-only`"
+    assert (tmp_path / "full.md").read_text() == (REPO / "bench" / "results" / "full.md").read_text()
+    assert "{{" not in page.read_text()
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     # In a process of its own: the benchmark starts its own sandbox (its own CA) and points the SDKs at

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,9 +198,22 @@ def test_validate_lists_every_problem_and_what_still_runs(tmp_path: Path, capsys
     assert main(["validate", "--allow-bad-entries", str(config_file)]) == 1
 
 
+def _make_recipe(target: str) -> list[str]:
+    """The arguments after ``$(PY) -m entra_provisioning`` in the Makefile's recipe for ``target``."""
+    lines = (REPO / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = lines[start + 1].strip()
+    prefix = "$(PY) -m entra_provisioning "
+    assert recipe.startswith(prefix), recipe
+    return recipe[len(prefix) :].split()
+
+
 def test_make_schema_check_passes_on_the_committed_files() -> None:
+    """``make schema``'s own command line, with ``--check``: it would change nothing."""
+    args = _make_recipe("schema")
+    assert args == ["schema", "--write", "config/workspaces.schema.json", "--docs", "docs/configuration.md"]
     result = subprocess.run(
-        [sys.executable, "-m", "entra_provisioning", "schema", "--check", "--write", str(SCHEMA_FILE), "--docs", str(CONFIGURATION_DOC)],
+        [sys.executable, "-m", "entra_provisioning", *args, "--check"],
         cwd=REPO,
         env={"PYTHONPATH": str(REPO / "plugins"), "PATH": ""},
         capture_output=True,
@@ -206,3 +221,30 @@ def test_make_schema_check_passes_on_the_committed_files() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_validate_commands_on_the_configuration_page(tmp_path: Path) -> None:
+    """The three commands of docs/configuration.md "Validating the file", as given there."""
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"workspaces": [GOOD_ENTRY]}))
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump({"workspaces": [{**GOOD_ENTRY, "name": "b", "scim_concurrency": 0}]}))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    commands = [
+        [sys.executable, "-m", "entra_provisioning", "validate", str(good), str(more)],
+    ]
+    if shutil.which("make") is not None:
+        # The Makefile's targets with this interpreter and without the install step.
+        make = ["make", "--no-print-directory", f"PY={sys.executable}", "STAMP="]
+        commands += [[*make, "validate-config"], [*make, "validate-config", f"CONFIG={good}"]]
+    results = [
+        subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        for command in commands
+    ]
+    both, *made = results
+    assert both.returncode == 1
+    assert f"{good}: OK, 1 workspace(s), 1 enabled" in both.stdout
+    assert "field 'scim_concurrency': must be between 1 and 64, got 0" in both.stderr
+    for result in made:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ": OK, " in result.stdout
