@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = commands.add_parser("schema", help="print the JSON Schema, or write/check the committed copies")
     schema.add_argument("--write", metavar="FILE", help="the JSON Schema file to (re)write")
     schema.add_argument(
-        "--docs", metavar="FILE", help="a Markdown page whose generated tables to rewrite (docs/configuration.md)"
+        "--docs",
+        metavar="FILE",
+        help="a Markdown page whose generated tables to rewrite (docs/configuration.md)",
     )
     schema.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
     args = parser.parse_args(argv)
