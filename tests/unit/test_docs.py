@@ -165,10 +165,10 @@ def anchors(text: str) -> set[str]:
 def link_targets(text: str) -> Iterator[tuple[int, str]]:
     """``(line number, target)`` of every link, image and reference definition outside code."""
     for number, line in enumerate(split_fences(text).lines, start=1):
-        line = strip_inline_code(line)
-        for match in _INLINE_LINK_RE.finditer(line):
+        code_free = strip_inline_code(line)
+        for match in _INLINE_LINK_RE.finditer(code_free):
             yield number, match["target"].strip("<>")
-        ref = _REF_DEF_RE.match(line)
+        ref = _REF_DEF_RE.match(code_free)
         if ref:
             yield number, ref["target"].strip("<>")
 
@@ -296,7 +296,11 @@ def imported_repo_modules(path: Path) -> set[Path]:
         elif isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in node.targets
         ):
-            names.extend(c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+            names.extend(
+                c.value
+                for c in ast.walk(node.value)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            )
     return {found for name in names if (found := _module_file(name)) is not None}
 
 
@@ -442,7 +446,9 @@ def test_slugs_follow_github() -> None:
     assert github_slug("Entra ID → Azure Databricks, on Airflow") == "entra-id--azure-databricks-on-airflow"
     assert github_slug("Größe über Ελληνικά") == "größe-über-ελληνικά"
     assert github_slug("See [the docs](docs/x.md)!") == "see-the-docs"
-    text = "# Title\n## Notes\n### Notes\n#### Notes\n```\n# Notes\n```\n<a id=\"custom\"></a>\n<a name='other'>"
+    text = (
+        "# Title\n## Notes\n### Notes\n#### Notes\n```\n# Notes\n```\n<a id=\"custom\"></a>\n<a name='other'>"
+    )
     assert anchors(text) == {"title", "notes", "notes-1", "notes-2", "custom", "other"}
 
 
@@ -460,7 +466,7 @@ def test_good_links_pass(tmp_path: Path) -> None:
         "```\n[not a link either](nowhere.md)\n```\n"
         "[ref]: docs/other.md#other-page\n",
     )
-    _write(tmp_path, "docs/page.md", "[up](../README.md#top) [title](other.md \"a title\")\n")
+    _write(tmp_path, "docs/page.md", '[up](../README.md#top) [title](other.md "a title")\n')
     assert link_problems(doc) == []
     assert link_problems(tmp_path / "docs" / "page.md") == []
 
@@ -535,7 +541,11 @@ def test_console_blocks_check_only_prompt_lines(repo: Path) -> None:
     [
         ("Just prose.\n", "airflow dags test x", "has no marker"),
         ("", "airflow dags test x", "has no marker"),
-        ("<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\nprose in between\n", "airflow dags", "has no marker"),
+        (
+            "<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\nprose in between\n",
+            "airflow dags",
+            "has no marker",
+        ),
         ("<!-- not-runnable-here: -->\n", "docker compose up", "needs a reason"),
         ("<!-- not-runnable-here:    -->\n", "docker compose up", "needs a reason"),
         (
@@ -545,10 +555,22 @@ def test_console_blocks_check_only_prompt_lines(repo: Path) -> None:
         ),
         ("<!-- checked-by: test_ops -->\n", "airflow dags", "is not tests/<path>.py::<test_function>"),
         ("<!-- checked-by: tests/e2e/test_gone.py::test_ops -->\n", "airflow dags", "does not exist"),
-        ("<!-- checked-by: tests/e2e/test_ops.py::test_gone -->\n", "airflow dags", "defines no test test_gone"),
+        (
+            "<!-- checked-by: tests/e2e/test_ops.py::test_gone -->\n",
+            "airflow dags",
+            "defines no test test_gone",
+        ),
         ("<!-- checked-by: tests/e2e/test_ops.py::test_inner -->\n", "airflow dags", "defines no test"),
-        ("<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\n", "make demo", "'make demo' does not appear"),
-        ("<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\n", "airflow users list", "'airflow users' does not appear"),
+        (
+            "<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\n",
+            "make demo",
+            "'make demo' does not appear",
+        ),
+        (
+            "<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\n",
+            "airflow users list",
+            "'airflow users' does not appear",
+        ),
         (
             "<!-- checked-by: tests/e2e/test_ops.py::test_ops -->\n",
             "airflow dags test x && curl -s http://x",
@@ -605,7 +627,6 @@ def test_test_context_includes_conftest_and_its_repo_imports(repo: Path) -> None
     ]
 
 
-
 @pytest.mark.parametrize(
     ("command", "words", "found"),
     [
@@ -617,5 +638,7 @@ def test_test_context_includes_conftest_and_its_repo_imports(repo: Path) -> None
         (["make"], ["make"], True),
     ],
 )
-def test_a_command_appears_when_its_words_are_close(command: list[str], words: list[str], found: bool) -> None:
+def test_a_command_appears_when_its_words_are_close(
+    command: list[str], words: list[str], found: bool
+) -> None:
     assert appears(command, words) is found
