@@ -377,7 +377,8 @@ def marker_problems(doc: Path, root: Path = REPO) -> list[str]:
             continue
         context = test_context(test_file, root)
         words = [word for path in context for word in code_words(path)]
-        for command in block_commands(fence):
+        unique = {tuple(command): command for command in block_commands(fence)}
+        for command in unique.values():
             if not appears(command, words):
                 problems.append(
                     f"{where}: command {' '.join(command)!r} does not appear in {ref['path']}, its "
