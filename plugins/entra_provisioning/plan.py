@@ -25,6 +25,7 @@ __all__ = [
     "GuardExceeded",
     "Member",
     "Plan",
+    "RecordVersionError",
     "RenamedUser",
     "Resolution",
     "SkipReason",
@@ -174,7 +175,7 @@ class Resolution:
         """
         version = record.get("version")
         if version != RECORD_VERSION:
-            raise ValueError(
+            raise RecordVersionError(
                 f"Resolution record version {version!r} is not supported (expected {RECORD_VERSION}); "
                 "clear the upstream resolve_members task so it runs again with this version."
             )
@@ -477,6 +478,13 @@ def build_plan(
         drift=tuple(sorted(drift, key=lambda user: (user.user_name.lower(), user.user_name, user.id))),
         renamed=tuple(sorted(renamed, key=lambda entry: (entry.new_user_name.lower(), entry.old_user_id))),
     )
+
+
+class RecordVersionError(PermanentError, ValueError):
+    """An XCom record written by another version of this package: only re-running its task helps.
+
+    A :class:`ValueError` too, as it was before the error taxonomy.
+    """
 
 
 class GuardExceeded(PermanentError):

@@ -396,9 +396,6 @@ def documents(root: Path = REPO) -> list[Path]:
 # --------------------------------------------------------------------------------- the real documents
 
 _DOCS = documents()
-#: Documents whose shell blocks do not carry markers yet (issue 15: README.md gets them in the README
-#: split). Strict: once a document passes, its xfail fails the run, so this set cannot outlive its reason.
-MARKERS_PENDING = {"README.md"}
 
 
 @pytest.mark.parametrize("doc", _DOCS, ids=[str(p.relative_to(REPO)) for p in _DOCS])
@@ -407,19 +404,7 @@ def test_links_and_anchors_resolve(doc: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize(
-    "doc",
-    [
-        pytest.param(
-            p,
-            marks=pytest.mark.xfail(strict=True, reason="markers land with the README split (issue 15)")
-            if p.name in MARKERS_PENDING and p.parent == REPO
-            else (),
-            id=str(p.relative_to(REPO)),
-        )
-        for p in _DOCS
-    ],
-)
+@pytest.mark.parametrize("doc", _DOCS, ids=[str(p.relative_to(REPO)) for p in _DOCS])
 def test_shell_blocks_are_tested_or_say_why_not(doc: Path) -> None:
     problems = marker_problems(doc)
     assert not problems, "\n".join(problems)
