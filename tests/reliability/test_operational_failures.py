@@ -55,6 +55,46 @@ def test_group_name_ambiguous(connected) -> None:
     )
 
 
+def test_graph_app_without_permission(connected, monkeypatch) -> None:
+    # The sandbox's "outsider" app gets tokens but no Graph permission: every Graph call answers 403.
+    connection = json.loads(os.environ["AIRFLOW_CONN_MSGRAPH_DEFAULT"])
+    outsider = connected.identity("outsider")
+    connection["login"], connection["password"] = outsider["client_id"], outsider["client_secret"]
+    monkeypatch.setenv("AIRFLOW_CONN_MSGRAPH_DEFAULT", json.dumps(connection))
+    assert fails(lambda: tasks.resolve_members(workspace(connected, groups=("Data Engineers",)))) == (
+        "looking up Entra group 'Data Engineers' failed (HTTP 403): "
+        "Insufficient privileges to complete the operation."
+    )
+
+
+def test_a_403_on_member_pages_names_the_permissions_the_app_needs() -> None:
+    # The sandbox grants Graph access per app, so a look-up that passes and a member page that is
+    # refused cannot be staged there; the phrasing of the hook's one Graph call is checked directly.
+    import asyncio
+
+    from msgraph.generated.models.o_data_errors.main_error import MainError
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    from entra_provisioning.hooks.entra import EntraGroupsHook, GraphPermissionError
+
+    async def refused() -> None:
+        error = ODataError()
+        error.response_status_code = 403
+        error.error = MainError(code="Authorization_RequestDenied", message="Insufficient privileges.")
+        raise error
+
+    what, hint = (
+        "listing members of Entra group 'G'",
+        " (the app needs GroupMember.Read.All and User.Read.All)",
+    )
+    with pytest.raises(GraphPermissionError) as info:
+        asyncio.run(EntraGroupsHook()._call(what, refused, hint))
+    assert str(info.value) == (
+        "listing members of Entra group 'G' failed (HTTP 403) (the app needs GroupMember.Read.All and "
+        "User.Read.All): Insufficient privileges."
+    )
+
+
 @pytest.mark.parametrize(
     ("secret", "message"),
     [

@@ -270,7 +270,8 @@ def test_the_extractor_finds_the_messages_it_must() -> None:
         "must be an https:// URL (the token must never travel in clear text)",  # urls.py's ValueError
         "… in …: - …",  # ConfigError's heading, from a local variable
         "… user(s) could not be added (the others were): …. A retry adds only what is still missing.",
-        "… failed (HTTP …): …",  # ``raise type(exc)(…)``
+        "… failed (HTTP …)…: …",  # ``raise kind(…)``, the class taken from an error table
+        "… still failing after … attempts: …",  # ``return type(exc)(…)``
     ):
         assert any(key.startswith(expected) for key in keys), expected
 

@@ -36,16 +36,7 @@ _T = TypeVar("_T")
 
 
 class GraphError(PermanentError):
-    """Graph refused a request we cannot do without; a retry will not change that.
-
-    :param status: the HTTP status, if Graph answered.
-    :param service_message: Graph's own ``error.message``.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, service_message: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.service_message = service_message or message
+    """Graph refused a request we cannot do without; a retry will not change that."""
 
 
 class GraphPermissionError(GraphError):
@@ -146,10 +137,13 @@ class EntraGroupsHook(BaseHook):
         self.pages_read = 0
         self.retries = 0
 
-    async def _call(self, what: str, request: Callable[[], Awaitable[_T]]) -> _T:
+    async def _call(self, what: str, request: Callable[[], Awaitable[_T]], permission_hint: str = "") -> _T:
         """Run one Graph request under :attr:`retry_policy`, mapping failures through :data:`GRAPH_ERRORS`.
 
-        :raises GraphError: (or a subclass) at once, for an answer a retry cannot change.
+        :param what: the call, for messages ("looking up Entra group 'X'").
+        :param permission_hint: added to a 403's message, to say which Graph permissions the call needs.
+        :raises GraphError: (or a subclass) at once, for an answer a retry cannot change, as
+            "<what> failed (HTTP <status>)<hint>: <Graph's message>".
         :raises GraphUnavailableError: when the request still fails transiently after the policy's
             attempts or deadline, or Graph asks to wait longer than the policy's ceiling.
         """
@@ -166,9 +160,8 @@ class EntraGroupsHook(BaseHook):
                 kind = GRAPH_ERRORS.classify(status, code)
                 if issubclass(kind, GraphUnavailableError):
                     raise kind(f"HTTP {status}: {message}", retry_after=_retry_after(exc)) from None
-                raise kind(  # type: ignore[call-arg]
-                    f"HTTP {status}: {message}", status=status, service_message=message
-                ) from None
+                hint = permission_hint if status == 403 else ""
+                raise kind(f"{what} failed (HTTP {status}){hint}: {message}") from None
 
         def counted(*_: object) -> None:
             self.retries += 1
@@ -287,12 +280,6 @@ class EntraGroupsHook(BaseHook):
             page = await self._call(what, lambda: self._get_json(client.groups, _request_config(query)))
         except GroupNotFoundError:
             raise GroupNotFoundError(f"no Entra group has the object id {group!r}") from None
-        except GraphError as exc:
-            raise type(exc)(
-                f"{what} failed (HTTP {exc.status}): {exc.service_message}",
-                status=exc.status,
-                service_message=exc.service_message,
-            ) from None
         matches = [g for g in page.get("value") or [] if isinstance(g, dict) and g.get("id")]
         if not matches:
             raise GroupNotFoundError(
@@ -323,33 +310,25 @@ class EntraGroupsHook(BaseHook):
         # $count is an advanced query: Graph requires eventual consistency for it.
         config.headers.add("ConsistencyLevel", "eventual")
         what = f"listing members of Entra group {group!r}"
-        try:
-            page = await self._call(what, lambda: self._get_json(builder, config))
-            while page:
-                self.pages_read += 1
-                yield [_as_dict(obj) for obj in page.get("value") or [] if _keep(obj)]
-                next_link = page.get("@odata.nextLink")
-                if not next_link:
-                    break
-                if urlsplit(next_link).netloc.lower() != graph_host or urlsplit(next_link).scheme != "https":
-                    raise GraphError(
-                        f"Graph returned a next page link for group {group!r} on another host "
-                        f"({urlsplit(next_link).netloc}); refusing to send the token there"
-                    )
-                next_config = _request_config()
-                next_config.headers.add("ConsistencyLevel", "eventual")
-                page = await self._call(
-                    what, functools.partial(self._get_json, builder.with_url(next_link), next_config)
+        hint = " (the app needs GroupMember.Read.All and User.Read.All)"
+        page = await self._call(what, lambda: self._get_json(builder, config), hint)
+        while page:
+            self.pages_read += 1
+            yield [_as_dict(obj) for obj in page.get("value") or [] if _keep(obj)]
+            next_link = page.get("@odata.nextLink")
+            if not next_link:
+                break
+            link = urlsplit(next_link)
+            if link.netloc.lower() != graph_host or link.scheme != "https":
+                raise GraphError(
+                    f"Graph returned a next page link for group {group!r} on another host "
+                    f"({link.netloc}); refusing to send the token there"
                 )
-        except GraphError as exc:
-            if exc.status is None:
-                raise  # ours, already phrased
-            hint = " (the app needs GroupMember.Read.All and User.Read.All)" if exc.status == 403 else ""
-            raise type(exc)(
-                f"{what} failed (HTTP {exc.status}){hint}: {exc.service_message}",
-                status=exc.status,
-                service_message=exc.service_message,
-            ) from None
+            next_config = _request_config()
+            next_config.headers.add("ConsistencyLevel", "eventual")
+            page = await self._call(
+                what, functools.partial(self._get_json, builder.with_url(next_link), next_config), hint
+            )
 
 
 def _objects(runner: asyncio.Runner, pages: AsyncIterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
