@@ -210,7 +210,7 @@ class KeyVaultSecretHook(BaseHook):
         )
         now = datetime.now(UTC)
         if not facts.enabled:
-            raise SecretUnavailableError(f"{where} is disabled")
+            raise SecretDisabledError(f"{where} is disabled")
         if facts.expires_on is not None and facts.expires_on <= now:
             raise SecretUnavailableError(f"{where} expired on {facts.expires_on.isoformat()}")
         if facts.not_before is not None and facts.not_before > now:
