@@ -52,6 +52,13 @@ MAX_YAML_ALIASES = 100
 
 DEFAULT_WORKSPACE_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_workspace_hosts"].default
 DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_key_vault_hosts"].default
+DEFAULT_ACCOUNT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_account_hosts"].default
+
+#: ``adb-<workspace id>.<n>.azuredatabricks.net``: the workspace id is in the host name.
+_WORKSPACE_ID_IN_HOST = re.compile(r"^adb-(?P<id>[0-9]{1,20})\.[0-9]+\.")
+
+#: Fields that mean something with ``target: account`` only.
+ACCOUNT_ONLY_FIELDS = ("account_id", "account_host", "workspace_id")
 
 #: The seed's script ran "XX times per day"; four evenly spaced runs is our default.
 DEFAULT_RUNS_PER_DAY: int = FIELDS["runs_per_day"].default
@@ -85,8 +92,13 @@ class WorkspaceConfig:
     name: str
     databricks_instance: str
     entra_groups: tuple[str, ...]
-    pat_secret_url: str
+    pat_secret_url: str | None
     schedule: str | None
+    target: str = _default("target")
+    databricks_conn_id: str | None = _default("databricks_conn_id")
+    account_id: str | None = _default("account_id")
+    account_host: str = _default("account_host")
+    workspace_id: int | None = _default("workspace_id")
     enabled: bool = _default("enabled")
     owner: str = _default("owner")
     tags: tuple[str, ...] = _default("tags")
@@ -96,6 +108,9 @@ class WorkspaceConfig:
     max_new_users_per_run: int | None = _default("max_new_users_per_run")
     scim_concurrency: int = _default("scim_concurrency")
     scim_max_creates_per_second: float = _default("scim_max_creates_per_second")
+    account_max_assignments_per_second: float = _default("account_max_assignments_per_second")
+    account_max_reads_per_second: float = _default("account_max_reads_per_second")
+    account_max_list_calls_per_minute: float = _default("account_max_list_calls_per_minute")
     secret_expiry_warning_days: int = _default("secret_expiry_warning_days")
     description: str | None = _default("description")
 
@@ -104,8 +119,14 @@ class WorkspaceConfig:
         return f"{DAG_ID_PREFIX}{self.name}"
 
     @property
-    def secret(self) -> SecretRef:
-        return parse_secret_url(self.pat_secret_url)
+    def is_account(self) -> bool:
+        """Provisioned through the account API and a workspace assignment (``target: account``)."""
+        return self.target == "account"
+
+    @property
+    def secret(self) -> SecretRef | None:
+        """The Key Vault secret of the PAT, or ``None`` when a Databricks connection authenticates."""
+        return parse_secret_url(self.pat_secret_url) if self.pat_secret_url else None
 
     @property
     def workspace_host(self) -> str:
@@ -118,6 +139,7 @@ class Settings:
 
     allowed_workspace_hosts: tuple[str, ...] = DEFAULT_WORKSPACE_HOSTS
     allowed_key_vault_hosts: tuple[str, ...] = DEFAULT_KEY_VAULT_HOSTS
+    allowed_account_hosts: tuple[str, ...] = DEFAULT_ACCOUNT_HOSTS
 
 
 @dataclass(frozen=True)
@@ -308,8 +330,16 @@ def _check_workspace_url(value: str, ctx: _Context) -> str:
     return _normalise_workspace_url(value.strip(), ctx.settings.allowed_workspace_hosts)
 
 
-def _check_secret_url(value: str, ctx: _Context) -> str:
-    return _checked_secret_url(value.strip(), ctx.settings)
+def _check_account_url(value: str, ctx: _Context) -> str:
+    origin = https_origin(value.strip(), example="https://accounts.azuredatabricks.net")
+    allowed = ctx.settings.allowed_account_hosts
+    if not host_allowed(origin.host, allowed):
+        raise ValueError(f"host {origin.host!r} is not in settings.allowed_account_hosts {list(allowed)}")
+    return origin.url
+
+
+def _check_secret_url(value: str | None, ctx: _Context) -> str | None:
+    return None if value is None else _checked_secret_url(value.strip(), ctx.settings)
 
 
 def _check_groups(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
@@ -342,6 +372,7 @@ def _check_runs_per_day(value: int, ctx: _Context) -> int:
 _CHECKS: Mapping[str, Callable[[Any, _Context], Any]] = {
     "workspace_url": _check_workspace_url,
     "secret_url": _check_secret_url,
+    "account_url": _check_account_url,
     "groups": _check_groups,
     "tags": _check_tags,
     "cron": _check_cron,
@@ -603,10 +634,70 @@ def _entry(
     if claimed is not None:
         ctx = _Context(settings, claimed)
     values["schedule"] = _schedule(merged, out, ctx)
+    _check_target(values, own, out)
 
     if len(problems) > before:
         return None, claimed
     return WorkspaceConfig(**values), claimed
+
+
+def workspace_id_from_host(url: str) -> int | None:
+    """The workspace id an ``adb-<id>.<n>.azuredatabricks.net`` URL carries, or ``None``."""
+    match = _WORKSPACE_ID_IN_HOST.match(urlsplit(url).hostname or "")
+    return int(match["id"]) if match else None
+
+
+def _check_target(values: dict[str, Any], own: Mapping[str, Any], out: _Collector) -> None:
+    """The combinations of ``target``, credentials and account fields; fills in derived values.
+
+    The entry's own keys decide: a ``databricks_conn_id`` or an account field inherited from ``defaults``
+    gives way to an entry that says otherwise (its own PAT, or ``target: workspace``), so one ``defaults``
+    block can serve both kinds of entry; the same conflict within one entry is an error.
+    """
+    pat, conn = values.get("pat_secret_url"), values.get("databricks_conn_id")
+    if pat and conn:
+        if "databricks_conn_id" in own:
+            out.add(
+                "databricks_conn_id",
+                "give either pat_secret_url (alias: scimToken) or databricks_conn_id, not both",
+            )
+            return
+        values["databricks_conn_id"] = conn = None  # the entry's own PAT wins over a default connection
+    if not pat and not conn:
+        out.add("pat_secret_url", "is required (alias: scimToken), unless databricks_conn_id is given")
+        return
+    if values.get("target") != "account":
+        for key in ACCOUNT_ONLY_FIELDS:
+            if key in own:
+                out.add(key, "is only used with target: account (this entry's target is workspace)")
+        values.update({"account_id": None, "workspace_id": None})
+        return
+    if pat:
+        out.add(
+            "pat_secret_url",
+            "a workspace PAT cannot call the account API; with target: account give databricks_conn_id "
+            "(an Entra service principal, a managed identity or OAuth M2M)",
+        )
+    if not conn:
+        out.add("databricks_conn_id", "is required with target: account")
+    if not values.get("account_id"):
+        out.add("account_id", "is required with target: account")
+    else:
+        values["account_id"] = values["account_id"].lower()
+    if "databricks_instance" not in values:
+        return  # reported already; there is no host to derive the workspace id from
+    derived = workspace_id_from_host(values["databricks_instance"])
+    given = values.get("workspace_id")
+    if given is None and derived is None:
+        out.add(
+            "workspace_id",
+            f"is required with target: account when databricks_instance ({values['databricks_instance']}) "
+            "is not an adb-<id>.<n>.azuredatabricks.net URL",
+        )
+    elif given is not None and derived is not None and given != derived:
+        out.add("workspace_id", f"is {given}, but databricks_instance names workspace {derived}")
+    else:
+        values["workspace_id"] = given if given is not None else derived
 
 
 def _checked_secret_url(url: str, settings: Settings) -> str:

@@ -140,16 +140,69 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
         schema={"minItems": 1},
     ),
     Field(
+        "target",
+        Kind.TEXT,
+        "where users are provisioned: `workspace` (the workspace's own SCIM API; today's behaviour) or "
+        "`account` (the Databricks account's SCIM API, then a workspace assignment; for identity-federated "
+        "workspaces, needs `databricks_conn_id` and `account_id`)",
+        default="workspace",
+        choices=("workspace", "account"),
+    ),
+    Field(
         "pat_secret_url",
         Kind.TEXT,
         "Key Vault secret holding the workspace PAT: `https://<vault>.vault.azure.net/secrets/<name>[/<version>]`. "
-        "Its host must match `settings.allowed_key_vault_hosts`",
-        required=True,
+        "Its host must match `settings.allowed_key_vault_hosts`. Give exactly one of this and "
+        "`databricks_conn_id`; `target: workspace` only",
+        default=None,
+        nullable=True,
         in_defaults=False,
         aliases=("scimToken",),
         check="secret_url",
         shape="https URL",
         schema={"pattern": _SECRET_URL},
+    ),
+    Field(
+        "databricks_conn_id",
+        Kind.TEXT,
+        "Airflow connection of the Databricks provider's type (`databricks`) whose identity provisions: an "
+        "Entra service principal (login, password, extra `azure_tenant_id`), a managed or workload identity "
+        "(extra `use_default_azure_credential` or `use_azure_managed_identity`, optionally "
+        "`azure_managed_identity_client_id`) or Databricks OAuth M2M (extra `service_principal_oauth`). "
+        "It supplies credentials only: the entry decides the host, and a connection naming another host is "
+        "refused",
+        default=None,
+        nullable=True,
+    ),
+    Field(
+        "account_id",
+        Kind.TEXT,
+        "the Databricks account id (a GUID); `target: account` only",
+        default=None,
+        nullable=True,
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        pattern_hint="a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+        shape="GUID or `null`",
+    ),
+    Field(
+        "account_host",
+        Kind.TEXT,
+        "the account console's API origin; its host must match `settings.allowed_account_hosts`; "
+        "`target: account` only",
+        default="https://accounts.azuredatabricks.net",
+        check="account_url",
+        shape="https URL",
+        schema={"pattern": _HTTPS_ORIGIN},
+    ),
+    Field(
+        "workspace_id",
+        Kind.INTEGER,
+        "the workspace's numeric id, for its permission assignments; derived from an "
+        "`adb-<id>.<n>.azuredatabricks.net` host when not given; `target: account` only",
+        default=None,
+        nullable=True,
+        minimum=1,
+        in_defaults=False,
     ),
     Field(
         "schedule",
@@ -235,6 +288,36 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
         maximum=10_000,
     ),
     Field(
+        "account_max_assignments_per_second",
+        Kind.NUMBER,
+        "client-side pace of workspace permission assignments (`PUT`) in account mode; Databricks reports "
+        "about 5 writes/s",
+        default=5.0,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=10_000,
+    ),
+    Field(
+        "account_max_reads_per_second",
+        Kind.NUMBER,
+        "client-side pace of single-object reads (`GET` of a group or a user) in account mode; Databricks "
+        "reports about 20 GETs/s",
+        default=20.0,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=10_000,
+    ),
+    Field(
+        "account_max_list_calls_per_minute",
+        Kind.NUMBER,
+        "client-side pace of list calls (each page of the account's users, the assignment list) in account "
+        "mode; Databricks reports about 240 a minute",
+        default=240.0,
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=600_000,
+    ),
+    Field(
         "secret_expiry_warning_days",
         Kind.INTEGER,
         "warn when the PAT secret expires within this many days",
@@ -260,6 +343,14 @@ SETTINGS_FIELDS: Mapping[str, Field] = {
             "explicitly for sovereign clouds (`*.databricks.azure.cn`, `*.databricks.azure.us`) or the "
             "local sandbox (`127.0.0.1`). The list replaces the default",
             default=("*.azuredatabricks.net",),
+            pattern=_HOST_PATTERN,
+            pattern_hint="a host or *.suffix",
+        ),
+        Field(
+            "allowed_account_hosts",
+            Kind.TEXT_LIST,
+            "the same for `account_host` (`accounts.azuredatabricks.us`, … for other clouds)",
+            default=("accounts.azuredatabricks.net",),
             pattern=_HOST_PATTERN,
             pattern_hint="a host or *.suffix",
         ),

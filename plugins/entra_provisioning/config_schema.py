@@ -111,6 +111,23 @@ def _object(fields: Iterable[Field], *, entry: bool) -> dict[str, Any]:
             rules.append({"anyOf": _one_of_names(spec)})
     # "type": "object" keeps these rules from refusing a null `defaults:`.
     rules.append({"not": {"type": "object", "required": ["schedule", "runs_per_day"]}})
+    if entry:
+        # Exactly one credential per entry, and never a PAT for the account API.
+        pat_names = _one_of_names(FIELDS["pat_secret_url"])
+        rules += [
+            {"not": {"type": "object", "required": [pat["required"][0], "databricks_conn_id"]}}
+            for pat in pat_names
+        ]
+        rules.append(
+            {
+                "if": {
+                    "type": "object",
+                    "required": ["target"],
+                    "properties": {"target": {"const": "account"}},
+                },
+                "then": {"not": {"anyOf": pat_names}},
+            }
+        )
     schema: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
@@ -163,15 +180,40 @@ def json_schema() -> dict[str, Any]:
                 "items": workspace,
             },
         },
-        # A field that is required of every entry but may come from `defaults:` (entra_groups): when
-        # defaults do not give it, each entry must.
-        "if": {
-            "not": {
-                "required": ["defaults"],
-                "properties": {"defaults": {"type": "object", "anyOf": defaults_given}},
-            }
-        },
-        "then": {"properties": {"workspaces": {"items": {"allOf": entry_required}}}},
+        "allOf": [
+            # A field that is required of every entry but may come from `defaults:` (entra_groups): when
+            # defaults do not give it, each entry must.
+            {
+                "if": {
+                    "not": {
+                        "required": ["defaults"],
+                        "properties": {"defaults": {"type": "object", "anyOf": defaults_given}},
+                    }
+                },
+                "then": {"properties": {"workspaces": {"items": {"allOf": entry_required}}}},
+            },
+            # A credential: the entry's PAT, or a Databricks connection (its own or from `defaults:`).
+            {
+                "if": {
+                    "not": {
+                        "required": ["defaults"],
+                        "properties": {"defaults": {"type": "object", "required": ["databricks_conn_id"]}},
+                    }
+                },
+                "then": {
+                    "properties": {
+                        "workspaces": {
+                            "items": {
+                                "anyOf": [
+                                    *_one_of_names(FIELDS["pat_secret_url"]),
+                                    {"required": ["databricks_conn_id"]},
+                                ]
+                            }
+                        }
+                    }
+                },
+            },
+        ],
     }
     if set(schema["properties"]) != TOP_LEVEL_KEYS:  # the loader's top-level keys are the schema's
         raise RuntimeError(
