@@ -218,8 +218,8 @@ def reference_dag_file(count: int) -> str:
             ws.databricks_instance,
             ws.workspace_host,
             tuple(ws.entra_groups),
-            ws.secret.vault_host,
-            ws.secret.name,
+            ws.secret.vault_host if ws.secret else None,
+            ws.secret.name if ws.secret else None,
             ws.schedule,
             guard,
         )
@@ -251,7 +251,10 @@ def measure(counts: tuple[int, ...] = (200, 1000), repeats: int = 5) -> dict[str
             reference = Path(tmp) / f"reference-{count}" / "reference_dags.py"
             reference.parent.mkdir()
             reference.write_text(reference_dag_file(count))
-            files[("ours", count)] = {"file": str(DAG_FILE), "env": {"ENTRA_PROVISIONING_CONFIG": str(config)}}
+            files[("ours", count)] = {
+                "file": str(DAG_FILE),
+                "env": {"ENTRA_PROVISIONING_CONFIG": str(config)},
+            }
             files[("reference", count)] = {"file": str(reference), "env": {}}
         jobs = []
         for rep in range(repeats):

@@ -78,7 +78,15 @@ def scenarios(mode: str) -> list[Scenario]:
             Scenario("b", "none missing", 30, "none", 8, 2000, None),
             Scenario("c", "5% missing", 40, "every20th", 8, 2000, 10),
             Scenario(
-                "e", "create limit binding", 10, "all", 4, 50, 0, {"rates": {"scim.users.create": 50}}, repeats=2
+                "e",
+                "create limit binding",
+                10,
+                "all",
+                4,
+                50,
+                0,
+                {"rates": {"scim.users.create": 50}},
+                repeats=2,
             ),
         ]
     # The baseline is sequential, so a random sample predicts its full run well (checked on (a), which
@@ -772,8 +780,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run nothing: rewrite full.md and docs/benchmarks.md from a full run's JSON (default full.json)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="with --render-only: where full.md goes")
-    parser.add_argument("--docs-page", type=Path, default=DOCS_PAGE, help="with --render-only: the page to write")
+    parser.add_argument(
+        "--out-dir", type=Path, default=RESULTS, help="with --render-only: where full.md goes"
+    )
+    parser.add_argument(
+        "--docs-page", type=Path, default=DOCS_PAGE, help="with --render-only: the page to write"
+    )
     args = parser.parse_args(argv)
     if args.render_only is not None:
         rendered = render_only(args.render_only, args.out_dir, args.docs_page)

@@ -47,22 +47,48 @@ def config_path() -> Path:
 
 def doc_md(ws: WorkspaceConfig) -> str:
     """The DAG's documentation shown in the UI: where it provisions from and to, never a secret."""
-    secret = ws.secret
     groups = "\n".join(f"- `{group}`" for group in ws.entra_groups)
     guard = "no limit" if ws.max_new_users_per_run is None else str(ws.max_new_users_per_run)
     intro = f"{ws.description}\n\n" if ws.description else ""
+    secret = ws.secret
+    if secret is not None:
+        credential_rows = (
+            f"| Token (Key Vault) | vault `{secret.vault_host}`, secret `{secret.name}`"
+            f"{f', version `{secret.version}`' if secret.version else ''} |\n"
+            f"| Azure connection (Key Vault) | `{ws.azure_conn_id}` |"
+        )
+    else:
+        credential_rows = f"| Databricks connection (credentials only) | `{ws.databricks_conn_id}` |"
+    if ws.is_account:
+        what = (
+            "Creates the members of the Entra ID groups below in the Databricks **account** when it lacks "
+            "them, and gives those without access a `USER` assignment to the workspace (a member with any "
+            "assignment, or access through an assigned group, is left as it is). **Add-only**: nobody is "
+            "removed; account users with access to the workspace who are in none of the groups are reported "
+            "as *drift* in the run summary."
+        )
+        target_rows = (
+            f"| Target | account `{ws.account_id}` at {ws.account_host}, workspace id `{ws.workspace_id}` |\n"
+            f"| Account pace | creates {ws.scim_max_creates_per_second:g}/s, assignments "
+            f"{ws.account_max_assignments_per_second:g}/s, reads {ws.account_max_reads_per_second:g}/s, "
+            f"lists {ws.account_max_list_calls_per_minute:g}/min |\n"
+        )
+    else:
+        what = (
+            "Adds the members of the Entra ID groups below to the Databricks workspace. **Add-only**: users "
+            "are never removed or deactivated; users in the workspace who are in none of the groups are "
+            "reported as *drift* in the run summary."
+        )
+        target_rows = ""
     return f"""\
 ### Entra ID → Databricks provisioning: `{ws.name}`
 
-{intro}Adds the members of the Entra ID groups below to the Databricks workspace. **Add-only**: users are
-never removed or deactivated; users in the workspace who are in none of the groups are reported as
-*drift* in the run summary.
+{intro}{what}
 
 | | |
 |---|---|
 | Workspace | {ws.databricks_instance} |
-| Token (Key Vault) | vault `{secret.vault_host}`, secret `{secret.name}`{f", version `{secret.version}`" if secret.version else ""} |
-| Azure connection (Key Vault) | `{ws.azure_conn_id}` |
+{target_rows}{credential_rows}
 | Graph connection | `{ws.msgraph_conn_id}` |
 | Schedule | `{ws.schedule or "manual only"}` |
 | userName from | `{ws.user_name_attribute}` (guests: `mail`) |
@@ -73,9 +99,9 @@ never removed or deactivated; users in the workspace who are in none of the grou
 
 {groups}
 
-**Tasks**: `fetch_token` reads the token from Key Vault and proves it works (returns no secret) →
+**Tasks**: `fetch_token` {"reads the token from Key Vault" if secret is not None else "obtains a token from the connection's identity"} and proves it works (returns no secret) →
 `resolve_members` lists the groups' transitive user members through Microsoft Graph →
-`add_missing_users` creates the users the workspace lacks and returns the run summary.
+`add_missing_users` {"creates and assigns the members without access" if ws.is_account else "creates the users the workspace lacks"} and returns the run summary.
 
 Trigger with **dry_run** on to see what would be added without writing anything.
 """

@@ -69,3 +69,6 @@ class CreateOutcome:
     added: list[str] = field(default_factory=list)
     existed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Account target only: ``userName`` of each user created in the account (``added`` then lists who was
+    #: given access to the workspace, whether created now or already in the account).
+    created: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ from entra_provisioning.identities import USER_NAME_ATTRIBUTES, ExistingUser, Me
 __all__ = [
     "RECORD_VERSION",
     "USER_NAME_ATTRIBUTES",
+    "AccountPlan",
     "ExistingUser",
     "GuardExceeded",
     "Member",
@@ -30,6 +31,8 @@ __all__ = [
     "Resolution",
     "SkipReason",
     "SkippedMember",
+    "WorkspaceAccess",
+    "build_account_plan",
     "build_plan",
     "check_guard",
     "map_user_name",
@@ -508,7 +511,7 @@ class GuardExceeded(PermanentError):
         )
 
 
-def check_guard(plan: Plan, max_new_users: int | None) -> None:
+def check_guard(plan: Plan | AccountPlan, max_new_users: int | None) -> None:
     """Stop a run that would add suspiciously many users, before any write.
 
     A sudden jump usually means a misconfigured group (e.g. "All Employees"), so the limit is a
@@ -527,3 +530,96 @@ def check_guard(plan: Plan, max_new_users: int | None) -> None:
         raise ValueError(f"max_new_users must be None or >= 0, got {max_new_users}")
     if len(plan.to_add) > max_new_users:
         raise GuardExceeded(len(plan.to_add), max_new_users, len(plan.already_present))
+
+
+# ------------------------------------------------------------------------------------ account target
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceAccess:
+    """Who has access to one workspace, as the account's permission assignments say.
+
+    :param direct: Account principal id → permissions of its direct assignment (users, groups and
+        service principals alike; any permission counts, ``ADMIN`` included).
+    :param via_group: Ids of account users who are members (transitively) of an assigned group.
+    """
+
+    direct: Mapping[str, tuple[str, ...]]
+    via_group: frozenset[str] = frozenset()
+
+    def has_access(self, principal_id: str) -> bool:
+        return principal_id in self.direct or principal_id in self.via_group
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPlan:
+    """What an account-target run should do for one workspace. Add-only, and never a change to an
+    existing assignment: a principal with any direct assignment (``ADMIN`` too) is never assigned again.
+
+    :param to_add: Members without access to the workspace, sorted by ``userName``: each gets a ``USER``
+        assignment (the guard counts these).
+    :param to_create: The members of ``to_add`` the account lacks: created first.
+    :param to_assign: ``(member, account user id)`` for the members of ``to_add`` already in the account.
+    :param already_present: Members with access already (direct or through a group).
+    :param access_direct: Of ``already_present``, those with a direct assignment.
+    :param access_via_group: Of ``already_present``, those with access only through an assigned group.
+    :param drift: Account users with access to the workspace matching no member (and no rename).
+    :param renamed: Account users whose ``externalId`` is a member's object id under another ``userName``
+        (only where the account carries ``externalId``, e.g. set by automatic identity management).
+    """
+
+    to_add: tuple[Member, ...]
+    to_create: tuple[Member, ...]
+    to_assign: tuple[tuple[Member, str], ...]
+    already_present: tuple[Member, ...]
+    access_direct: tuple[Member, ...]
+    access_via_group: tuple[Member, ...]
+    drift: tuple[ExistingUser, ...]
+    renamed: tuple[RenamedUser, ...]
+
+
+def build_account_plan(
+    resolution_or_members: Resolution | Iterable[Member],
+    account_users: Iterable[ExistingUser],
+    access: WorkspaceAccess,
+) -> AccountPlan:
+    """Compare the members Entra wants with the account's users and the workspace's assignments.
+
+    ``userName`` comparison is case-insensitive. Account users listed more than once count once, by id.
+    Drift and renames are judged among account users *with access to this workspace* (drift) and among
+    all account users (renames), the account holding users of many workspaces.
+
+    :return: The plan; the same inputs in any order give an equal plan.
+    """
+    workspace_plan = build_plan(resolution_or_members, account_users)
+    unique: dict[str, ExistingUser] = {}
+    for user in account_users:
+        unique.setdefault(user.id, user)
+    id_by_name = {_fold(user.user_name): user.id for user in unique.values()}
+
+    to_create = workspace_plan.to_add
+    to_assign: list[tuple[Member, str]] = []
+    already: list[Member] = []
+    direct: list[Member] = []
+    via_group: list[Member] = []
+    for member in workspace_plan.already_present:
+        principal_id = id_by_name[_fold(member.user_name)]
+        if principal_id in access.direct:
+            direct.append(member)
+            already.append(member)
+        elif principal_id in access.via_group:
+            via_group.append(member)
+            already.append(member)
+        else:
+            to_assign.append((member, principal_id))
+    to_add = sorted([*to_create, *(member for member, _ in to_assign)], key=lambda m: _fold(m.user_name))
+    return AccountPlan(
+        to_add=tuple(to_add),
+        to_create=to_create,
+        to_assign=tuple(to_assign),
+        already_present=tuple(already),
+        access_direct=tuple(direct),
+        access_via_group=tuple(via_group),
+        drift=tuple(user for user in workspace_plan.drift if access.has_access(user.id)),
+        renamed=workspace_plan.renamed,
+    )

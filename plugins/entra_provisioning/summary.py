@@ -6,13 +6,30 @@ Pure like :mod:`entra_provisioning.plan`: it only arranges what the plan and the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from entra_provisioning.identities import CreateOutcome
-from entra_provisioning.plan import Plan, Resolution
+from entra_provisioning.plan import AccountPlan, Plan, Resolution
 
-__all__ = ["DEFAULT_LIST_LIMIT", "MAX_REASON_CHARS", "CreateOutcome", "RunSummary", "build_summary"]
+__all__ = [
+    "ACCOUNT_FIELDS",
+    "DEFAULT_LIST_LIMIT",
+    "MAX_REASON_CHARS",
+    "CreateOutcome",
+    "RunSummary",
+    "build_summary",
+]
+
+#: Fields a record carries for the account target only: workspace-target records keep their documented keys.
+ACCOUNT_FIELDS = (
+    "target",
+    "to_create",
+    "created_in_account",
+    "access_direct",
+    "access_via_group",
+    "created_user_names",
+)
 
 #: Most names kept in each list of a summary; counts stay exact whatever the limit.
 DEFAULT_LIST_LIMIT = 1000
@@ -20,6 +37,10 @@ DEFAULT_LIST_LIMIT = 1000
 # Failure reasons often carry a server response body (sometimes a whole HTML error page); the summary
 # keeps enough to diagnose and leaves the full text to the task log.
 MAX_REASON_CHARS = 300
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def _more_marker(hidden: int) -> str:
@@ -70,6 +91,18 @@ class RunSummary:
     failed_user_names: dict[str, str]
     drift_user_names: list[str]
     renamed_user_names: list[str]
+    #: ``workspace`` or ``account``; the fields below are the account target's (and in its records only).
+    target: str = "workspace"
+    #: Of ``to_add``: members the account lacked, to be created there first.
+    to_create: int = 0
+    created_in_account: int = 0
+    access_direct: int = 0
+    access_via_group: int = 0
+    created_user_names: list[str] = field(default_factory=list)
+
+    @property
+    def is_account(self) -> bool:
+        return self.target == "account"
 
     @property
     def skipped_total(self) -> int:
@@ -82,7 +115,7 @@ class RunSummary:
         :return: Every field, plus ``skipped_total``; lists are copies, so mutating the result leaves the
             summary untouched.
         """
-        return {
+        record = {
             "dry_run": self.dry_run,
             "members_resolved": self.members_resolved,
             "already_present": self.already_present,
@@ -102,18 +135,38 @@ class RunSummary:
             "drift_user_names": list(self.drift_user_names),
             "renamed_user_names": list(self.renamed_user_names),
         }
+        if self.is_account:
+            # Workspace-target records keep exactly their documented keys.
+            record.update({name: _copy(getattr(self, name)) for name in ACCOUNT_FIELDS})
+        return record
 
     def render_table(self) -> str:
         """Render a fixed-width text table for the task log: one metric per line, then the name lists.
 
         :return: Multi-line text without a trailing newline.
         """
+        mode = "DRY RUN (nothing written)" if self.dry_run else "live"
         metrics: list[tuple[str, int | str]] = [
-            ("mode", "DRY RUN (nothing written)" if self.dry_run else "live"),
+            ("mode", f"{mode}, account target" if self.is_account else mode),
             ("members resolved", self.members_resolved),
-            ("already present", self.already_present),
-            ("to add", self.to_add),
-            ("added", self.added),
+        ]
+        if self.is_account:
+            metrics += [
+                ("already had access", self.already_present),
+                ("  directly assigned", self.access_direct),
+                ("  through a group", self.access_via_group),
+                ("to assign", self.to_add),
+                ("  of which to create", self.to_create),
+                ("created in the account", self.created_in_account),
+                ("assigned to the workspace", self.added),
+            ]
+        else:
+            metrics += [
+                ("already present", self.already_present),
+                ("to add", self.to_add),
+                ("added", self.added),
+            ]
+        metrics += [
             ("existed on create (409)", self.existed_on_create),
             ("failed", self.failed),
             *((f"skipped: {reason}", count) for reason, count in self.skipped.items()),
@@ -141,8 +194,12 @@ class RunSummary:
 
         # In a live run the added list says the same as "to add" once creates succeed.
         if self.dry_run:
-            section("would add", self.to_add, self.to_add_user_names)
-        section("added", self.added, self.added_user_names)
+            section("would assign" if self.is_account else "would add", self.to_add, self.to_add_user_names)
+        if self.is_account:
+            section("created in the account", self.created_in_account, self.created_user_names)
+        section(
+            "assigned to the workspace" if self.is_account else "added", self.added, self.added_user_names
+        )
         section("existed on create", self.existed_on_create, self.existed_on_create_user_names)
         if self.failed_user_names:
             width = max(len(name) for name in self.failed_user_names)
@@ -151,7 +208,12 @@ class RunSummary:
                 self.failed,
                 [f"{name:<{width}}  {reason}" for name, reason in self.failed_user_names.items()],
             )
-        section("drift: in Databricks, in none of the groups", self.drift, self.drift_user_names)
+        drift_title = (
+            "drift: has access to the workspace, in none of the groups"
+            if self.is_account
+            else "drift: in Databricks, in none of the groups"
+        )
+        section(drift_title, self.drift, self.drift_user_names)
         section("renamed in Entra: old account left in place", self.renamed, self.renamed_user_names)
         section("empty groups", len(self.empty_groups), self.empty_groups)
         return "\n".join(lines)
@@ -159,7 +221,7 @@ class RunSummary:
 
 def build_summary(
     resolution: Resolution,
-    plan: Plan,
+    plan: Plan | AccountPlan,
     outcome: CreateOutcome | None,
     *,
     dry_run: bool,
@@ -179,14 +241,25 @@ def build_summary(
     if list_limit < 0:
         raise ValueError(f"list_limit must be >= 0, got {list_limit}")
     outcome = outcome or CreateOutcome()
-    if dry_run and (outcome.added or outcome.existed or outcome.failed):
+    if dry_run and (outcome.added or outcome.existed or outcome.failed or outcome.created):
         raise ValueError("A dry run cannot have created users; pass outcome=None for dry runs.")
     # The old account's id is what an administrator needs to find and remove it.
     renamed = [
         f"{entry.old_user_name} → {entry.new_user_name} (old Databricks id {entry.old_user_id})"
         for entry in plan.renamed
     ]
+    account: dict[str, Any] = {}
+    if isinstance(plan, AccountPlan):
+        account = {
+            "target": "account",
+            "to_create": len(plan.to_create),
+            "created_in_account": len(outcome.created),
+            "access_direct": len(plan.access_direct),
+            "access_via_group": len(plan.access_via_group),
+            "created_user_names": _capped(sorted(outcome.created), list_limit),
+        }
     return RunSummary(
+        **account,
         dry_run=dry_run,
         members_resolved=len(resolution.members),
         already_present=len(plan.already_present),

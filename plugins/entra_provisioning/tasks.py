@@ -1,7 +1,8 @@
 """Task bodies of a workspace DAG: fetch_token → resolve_members → add_missing_users.
 
-Each returns only non-secret, JSON-safe facts (they become XComs). The PAT is read from Key Vault
-inside the task that needs it, masked at once, and dropped when the task ends. Failures that a retry
+Each returns only non-secret, JSON-safe facts (they become XComs). The token (a PAT read from Key Vault,
+or one obtained from the entry's Databricks connection) is obtained inside the task that needs it, masked
+at once, and dropped when the task ends. Failures that a retry
 cannot fix (bad config, missing group, refused token, guard) fail the task without retries; throttling
 and outages are left to Airflow's retries, which are safe because every run re-reads what exists.
 """
@@ -16,7 +17,15 @@ from typing import Any, ParamSpec, TypeVar
 
 from entra_provisioning.config import WorkspaceConfig
 from entra_provisioning.errors import PermanentError, TransientError
-from entra_provisioning.plan import Resolution, build_plan, check_guard
+from entra_provisioning.plan import (
+    AccountPlan,
+    Plan,
+    Resolution,
+    WorkspaceAccess,
+    build_account_plan,
+    build_plan,
+    check_guard,
+)
 from entra_provisioning.plan import resolve_members as resolve_plan_members
 from entra_provisioning.summary import CreateOutcome, build_summary
 
@@ -55,14 +64,66 @@ def _read_token(ws: WorkspaceConfig, version: str | None = None) -> tuple[str, A
 
     from entra_provisioning.hooks.key_vault import KeyVaultSecretHook
 
+    if ws.pat_secret_url is None:
+        raise PermanentError(f"workspace {ws.name!r} has no pat_secret_url")
     token, facts = KeyVaultSecretHook(azure_conn_id=ws.azure_conn_id).get_secret(ws.pat_secret_url, version)
     mask_secret(token)
     return token, facts
 
 
-def _scim_hook(ws: WorkspaceConfig, token: str) -> Any:
-    from entra_provisioning.hooks.scim import DatabricksScimHook
+def _connection_tokens(ws: WorkspaceConfig) -> Any:
+    """The entry's Databricks connection as a token source, bound to the entry's own host(s)."""
+    from entra_provisioning.hooks.databricks_auth import DatabricksConnectionTokens
 
+    if ws.databricks_conn_id is None:
+        raise PermanentError(f"workspace {ws.name!r} has no databricks_conn_id")
+    if ws.is_account:
+        return DatabricksConnectionTokens(
+            ws.databricks_conn_id,
+            allowed_origins=(ws.account_host, ws.databricks_instance),
+            token_origin=ws.account_host,
+            account_id=ws.account_id,
+        )
+    return DatabricksConnectionTokens(
+        ws.databricks_conn_id,
+        allowed_origins=(ws.databricks_instance,),
+        token_origin=ws.databricks_instance,
+        allow_pat=True,
+    )
+
+
+def _masked(tokens: Any) -> Callable[[], str]:
+    """``tokens.token`` with every new token masked in the task log before anything can print it."""
+    from airflow.sdk.log import mask_secret
+
+    masked: set[str] = set()
+
+    def current() -> str:
+        token: str = tokens.token()
+        if token not in masked:
+            mask_secret(token)
+            masked.add(token)
+        return token
+
+    return current
+
+
+def _scim_hook(ws: WorkspaceConfig, token: str | Callable[[], str]) -> Any:
+    from entra_provisioning.hooks.scim import AccountPace, DatabricksScimHook
+
+    if ws.is_account:
+        return DatabricksScimHook(
+            ws.account_host,
+            token,
+            account_id=ws.account_id,
+            max_concurrency=ws.scim_concurrency,
+            max_creates_per_second=ws.scim_max_creates_per_second,
+            account_pace=AccountPace(
+                assignments_per_second=ws.account_max_assignments_per_second,
+                reads_per_second=ws.account_max_reads_per_second,
+                list_calls_per_minute=ws.account_max_list_calls_per_minute,
+            ),
+        )
     return DatabricksScimHook(
         ws.databricks_instance,
         token,
@@ -71,9 +132,45 @@ def _scim_hook(ws: WorkspaceConfig, token: str) -> Any:
     )
 
 
+def _fetch_connection_token(ws: WorkspaceConfig) -> dict[str, Any]:
+    tokens = _connection_tokens(ws)
+    method = tokens.check()
+    token = _masked(tokens)
+    result: dict[str, Any] = {
+        "credential": method,
+        "databricks_conn_id": ws.databricks_conn_id,
+        "target": ws.target,
+        "workspace": ws.databricks_instance,
+    }
+    with _scim_hook(ws, token) as scim:
+        if ws.is_account:
+            scim.check_account_admin()
+            result["account"] = f"{ws.account_host} (account {ws.account_id})"
+        else:
+            result["admin_user_name"] = scim.check_admin()
+    if tokens.expires_on is not None:
+        result["token_expires_in_minutes"] = int((tokens.expires_on - datetime.now(UTC).timestamp()) // 60)
+    log.info(
+        "Connection %s (%s) authenticates to %s as %s",
+        ws.databricks_conn_id,
+        method,
+        ws.account_host if ws.is_account else ws.databricks_instance,
+        f"an admin of account {ws.account_id}"
+        if ws.is_account
+        else f"workspace admin {result['admin_user_name']}",
+    )
+    return result
+
+
 @task_errors
 def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
-    """Read the PAT, check it is usable and belongs to a workspace admin; return facts, not the token."""
+    """Obtain the token, check it is usable and belongs to an admin; return facts, not the token.
+
+    With a PAT, that is a Key Vault read and the workspace's ``/Me``; with a Databricks connection, a token
+    from the connection's identity and, in account mode, a read of the account's users.
+    """
+    if ws.databricks_conn_id is not None:
+        return _fetch_connection_token(ws)
     token, facts = _read_token(ws)
     result = facts.to_dict()
     if facts.expires_on is not None:
@@ -133,8 +230,14 @@ def add_missing_users(
     limit = ws.max_new_users_per_run if override is None else int(override)
     resolution = Resolution.from_record(members)
 
-    # Pin the version fetch_token checked, so one run uses one token even if it is rotated meanwhile.
-    token, _ = _read_token(ws, token_facts.get("secret_version") or None)
+    token: str | Callable[[], str]
+    if ws.databricks_conn_id is not None:
+        token = _masked(_connection_tokens(ws))
+    else:
+        # Pin the version fetch_token checked, so one run uses one token even if it is rotated meanwhile.
+        token, _ = _read_token(ws, token_facts.get("secret_version") or None)
+    if ws.is_account:
+        return _add_to_account(ws, token, resolution, dry_run=dry_run, limit=limit)
     with _scim_hook(ws, token) as scim:
         existing = scim.list_users()
         plan = build_plan(resolution, existing)
@@ -156,6 +259,67 @@ def add_missing_users(
         elif not dry_run:
             outcome = CreateOutcome()
 
+    return _finish(ws, resolution, plan, outcome, dry_run=dry_run)
+
+
+def _add_to_account(
+    ws: WorkspaceConfig,
+    token: str | Callable[[], str],
+    resolution: Resolution,
+    *,
+    dry_run: bool,
+    limit: int | None,
+) -> dict[str, Any]:
+    """Account target: create the members the account lacks, and give every member without access to the
+    workspace a ``USER`` assignment; nobody who has any assignment is assigned again."""
+    assert ws.workspace_id is not None  # the loader derives or requires it for target: account
+    with _scim_hook(ws, token) as scim:
+        account_users = scim.list_users()
+        assignments = scim.list_permission_assignments(ws.workspace_id)
+        direct = {
+            str(entry["principal"].get("principal_id")): tuple(entry.get("permissions") or ())
+            for entry in assignments
+        }
+        groups = [
+            str(entry["principal"]["principal_id"])
+            for entry in assignments
+            if entry["principal"].get("group_name")
+        ]
+        via_group = frozenset(scim.group_member_ids(groups)) if groups else frozenset()
+        plan = build_account_plan(resolution, account_users, WorkspaceAccess(direct, via_group))
+        log.info(
+            "Account has %d user(s); workspace %s has %d direct assignment(s) and %d assigned group(s) "
+            "(%d user(s) through groups); %d member(s) already have access, %d to assign (%d to create first), "
+            "%d drift",
+            len(account_users),
+            ws.workspace_id,
+            len(direct),
+            len(groups),
+            len(via_group),
+            len(plan.already_present),
+            len(plan.to_add),
+            len(plan.to_create),
+            len(plan.drift),
+        )
+        check_guard(plan, limit)
+        outcome: CreateOutcome | None = None
+        if not dry_run:
+            outcome = CreateOutcome()
+            if plan.to_add:
+                outcome = scim.provision_account_users(ws.workspace_id, plan.to_create, plan.to_assign)
+            if scim.throttled_responses:
+                log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
+    return _finish(ws, resolution, plan, outcome, dry_run=dry_run)
+
+
+def _finish(
+    ws: WorkspaceConfig,
+    resolution: Resolution,
+    plan: Plan | AccountPlan,
+    outcome: CreateOutcome | None,
+    *,
+    dry_run: bool,
+) -> dict[str, Any]:
     summary = build_summary(resolution, plan, outcome, dry_run=dry_run)
     log.info("Run summary for %s:\n%s", ws.name, summary.render_table())
     if outcome is not None and outcome.failed:

@@ -108,11 +108,19 @@ def test_alias_and_canonical_name_together_is_an_error() -> None:
         ({"pat_secret_url": None}, "pat_secret_url", "is required (alias: scimToken)"),
         ({"name": "Bad Name"}, "name", "must be a slug"),
         ({"databricks_instance": "http://adb-1.1.azuredatabricks.net"}, "databricks_instance", "https://"),
-        ({"databricks_instance": "https://evil.example.com"}, "databricks_instance", "allowed_workspace_hosts"),
+        (
+            {"databricks_instance": "https://evil.example.com"},
+            "databricks_instance",
+            "allowed_workspace_hosts",
+        ),
         ({"databricks_instance": f"{WS_URL}/api/2.0"}, "databricks_instance", "without a path"),
         ({"databricks_instance": 42}, "databricks_instance", "must be a string"),
         ({"pat_secret_url": "https://kv.vault.azure.net/keys/k"}, "pat_secret_url", "Key Vault secret URL"),
-        ({"pat_secret_url": "https://evil.example.com/secrets/x"}, "pat_secret_url", "allowed_key_vault_hosts"),
+        (
+            {"pat_secret_url": "https://evil.example.com/secrets/x"},
+            "pat_secret_url",
+            "allowed_key_vault_hosts",
+        ),
         ({"pat_secret_url": "http://kv.vault.azure.net/secrets/x"}, "pat_secret_url", "https://"),
         ({"entra_groups": []}, "entra_groups", "at least one group"),
         ({"entra_groups": [""]}, "entra_groups", "non-empty string"),
@@ -134,7 +142,9 @@ def test_alias_and_canonical_name_together_is_an_error() -> None:
         ({"owner": ""}, "owner", "non-empty string"),
     ],
 )
-def test_each_bad_field_is_named_with_file_and_entry(overrides: dict[str, object], field: str, fragment: str) -> None:
+def test_each_bad_field_is_named_with_file_and_entry(
+    overrides: dict[str, object], field: str, fragment: str
+) -> None:
     messages = problems_of(render([entry(**overrides)]), "config/ws.yaml")
     matching = [m for m in messages if f"field {field!r}" in m and fragment in m]
     assert matching, messages
@@ -153,14 +163,22 @@ def test_all_problems_are_reported_at_once() -> None:
         parse_config(text, "ws.yaml")
     rendered = str(info.value)
     assert "3 problems in ws.yaml" in rendered
-    assert "workspaces[1] (name 'analytics'): field 'name': duplicate name (first used by workspaces[0])" in rendered
+    assert (
+        "workspaces[1] (name 'analytics'): field 'name': duplicate name (first used by workspaces[0])"
+        in rendered
+    )
     assert "workspaces[2] (name 'second'): field 'databricks_instance'" in rendered
     assert "workspaces[2] (name 'second'): field 'entra_groups'" in rendered
 
 
 def test_settings_allow_list_widens_hosts_for_sandbox_and_sovereign_clouds() -> None:
     text = render(
-        [entry(databricks_instance="https://127.0.0.1:8443", pat_secret_url="https://127.0.0.1:8444/secrets/pat")],
+        [
+            entry(
+                databricks_instance="https://127.0.0.1:8443",
+                pat_secret_url="https://127.0.0.1:8444/secrets/pat",
+            )
+        ],
         settings={"allowed_workspace_hosts": ["127.0.0.1"], "allowed_key_vault_hosts": ["127.0.0.1"]},
     )
     (ws,) = parse_config(text).workspaces
@@ -181,7 +199,9 @@ def test_bad_settings_and_top_level_are_reported() -> None:
     assert any("settings.other" in m and "unknown key" in m for m in messages)
     assert any("unknown top-level key" in m for m in problems_of(render([entry()], extra=1)))
     assert any("'workspaces'" in m for m in problems_of("defaults: {}\n"))
-    assert problems_of("- just\n- a list\n") == ["ws.yaml: the file must be a mapping with a 'workspaces' list"]
+    assert problems_of("- just\n- a list\n") == [
+        "ws.yaml: the file must be a mapping with a 'workspaces' list"
+    ]
 
 
 def test_yaml_errors_duplicate_keys_and_alias_bombs_are_refused_cheaply() -> None:
@@ -284,7 +304,9 @@ def test_report_refuses_a_file_broken_as_a_whole_with_every_problem() -> None:
     # A bad default is reported once, at the defaults block, not once per entry that inherits it …
     assert rendered[0] == "ws.yaml: field 'defaults.scim_concurrency': must be between 1 and 64, got 99"
     # … and the entries' own problems are still listed.
-    assert rendered[1:] == ["ws.yaml: workspaces[1] (name 'bad'): field 'owner': must be a non-empty string, got ''"]
+    assert rendered[1:] == [
+        "ws.yaml: workspaces[1] (name 'bad'): field 'owner': must be a non-empty string, got ''"
+    ]
 
 
 def test_the_first_entry_keeps_a_duplicated_name_even_when_it_is_broken() -> None:

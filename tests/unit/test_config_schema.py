@@ -84,11 +84,14 @@ def test_shipped_and_demo_configs_satisfy_schema_and_loader() -> None:
 
     endpoints = {
         "workspaces": {
-            ws.sandbox_workspace: {"host": f"https://127.0.0.1:{8443 + i}"} for i, ws in enumerate(DEMO_WORKSPACES)
+            ws.sandbox_workspace: {"host": f"https://127.0.0.1:{8443 + i}"}
+            for i, ws in enumerate(DEMO_WORKSPACES)
         },
         "vaults": {
             "kv-demo": {
-                "secrets": {ws.secret: f"https://127.0.0.1:9443/secrets/{ws.secret}" for ws in DEMO_WORKSPACES}
+                "secrets": {
+                    ws.secret: f"https://127.0.0.1:9443/secrets/{ws.secret}" for ws in DEMO_WORKSPACES
+                }
             }
         },
     }
@@ -111,13 +114,19 @@ def test_minimal_entry_gets_the_table_defaults() -> None:
             assert WorkspaceConfig.__dataclass_fields__[spec.name].default == spec.default, spec.name
     assert set(FIELDS) == ENTRY_KEYS
     assert {f.name for f in FIELDS.values() if f.in_defaults} == DEFAULTS_KEYS
-    assert ALIASES == {"databricksInstance": "databricks_instance", "accessGroups": "entra_groups", "scimToken": "pat_secret_url"}
+    assert ALIASES == {
+        "databricksInstance": "databricks_instance",
+        "accessGroups": "entra_groups",
+        "scimToken": "pat_secret_url",
+    }
     settings = parse_config(yaml.safe_dump({"workspaces": [GOOD_ENTRY]})).settings
     for spec in SETTINGS_FIELDS.values():
         assert getattr(settings, spec.name) == spec.default
 
 
-def document(entry_changes: dict[str, Any] | None = None, drop: tuple[str, ...] = (), **top: Any) -> dict[str, Any]:
+def document(
+    entry_changes: dict[str, Any] | None = None, drop: tuple[str, ...] = (), **top: Any
+) -> dict[str, Any]:
     entry = {k: v for k, v in copy.deepcopy(GOOD_ENTRY).items() if k not in drop}
     entry.update(entry_changes or {})
     return {**top, "workspaces": [entry]}
@@ -162,7 +171,10 @@ def test_typical_mistakes_are_refused_by_schema_and_loader(doc: dict[str, Any], 
     "doc",
     [
         document(),
-        document({"databricksInstance": WS_URL, "accessGroups": "One group", "scimToken": KV_URL}, drop=tuple(GOOD_ENTRY)[1:]),
+        document(
+            {"databricksInstance": WS_URL, "accessGroups": "One group", "scimToken": KV_URL},
+            drop=tuple(GOOD_ENTRY)[1:],
+        ),
         document({"entra_groups": "a single group"}),
         document(drop=("entra_groups",), defaults={"entra_groups": ["Everyone-Group"]}),
         document(drop=("entra_groups",), defaults={"accessGroups": "Everyone-Group"}),
@@ -178,14 +190,19 @@ def test_good_variants_are_accepted_by_schema_and_loader(doc: dict[str, Any]) ->
     assert loader_problems(doc) == []
 
 
-def test_validate_lists_every_problem_and_what_still_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_lists_every_problem_and_what_still_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config_file = tmp_path / "ws.yaml"
     config_file.write_text(
         yaml.safe_dump({"workspaces": [GOOD_ENTRY, {**GOOD_ENTRY, "name": "b", "scim_concurrency": 0}]})
     )
     assert main(["validate", str(config_file)]) == 1
     out, err = capsys.readouterr()
-    assert f"{config_file}: workspaces[1] (name 'b'): field 'scim_concurrency': must be between 1 and 64, got 0" in err
+    assert (
+        f"{config_file}: workspaces[1] (name 'b'): field 'scim_concurrency': must be between 1 and 64, got 0"
+        in err
+    )
     assert "1 entry rejected (no DAG); the other 1 workspace(s) are valid, 1 enabled" in out
     assert "entra_provisioning__analytics" in out
     # The deployment start-up check lists the same problem but lets the valid entries run.

@@ -58,7 +58,9 @@ def dagbag_for(config_file: Path, monkeypatch: pytest.MonkeyPatch, dag_folder: P
     return DagBag(dag_folder=str(dag_folder))
 
 
-def test_dagbag_loads_one_dag_per_enabled_entry_of_the_shipped_config(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dagbag_loads_one_dag_per_enabled_entry_of_the_shipped_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     bag = dagbag_for(DEFAULT_CONFIG_PATH, monkeypatch, DAGS_FOLDER)
     assert bag.import_errors == {}  # the config-check file is quiet when the file is valid
     expected = [ws.dag_id for ws in load_config(DEFAULT_CONFIG_PATH).enabled_workspaces]
@@ -152,7 +154,9 @@ def test_a_file_broken_as_a_whole_fails_both_dag_files(
     good = yaml.safe_dump({"workspaces": yaml.safe_load(generated_config(1))["workspaces"]})
     config_file = tmp_path / "ws.yaml"
     # The valid entry is there too: a broken file as a whole still stops it, loudly.
-    config_file.write_text(text if text.startswith(("workspaces: [", "- ")) else text.replace("workspaces: []\n", good))
+    config_file.write_text(
+        text if text.startswith(("workspaces: [", "- ")) else text.replace("workspaces: []\n", good)
+    )
     bag = dagbag_for(config_file, monkeypatch, DAGS_FOLDER)
     assert bag.dag_ids == []
     assert sorted(bag.import_errors) == sorted([str(DAG_FILE), str(CHECK_FILE)])
@@ -160,7 +164,9 @@ def test_a_file_broken_as_a_whole_fails_both_dag_files(
         assert fragment in error
 
 
-def test_a_duplicate_name_leaves_the_first_entry_its_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_duplicate_name_leaves_the_first_entry_its_dag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = yaml.safe_load(generated_config(2))["workspaces"]
     config_file = tmp_path / "ws.yaml"
     config_file.write_text(yaml.safe_dump({"workspaces": [first, {**second, "name": first["name"]}]}))
@@ -169,7 +175,9 @@ def test_a_duplicate_name_leaves_the_first_entry_its_dag(tmp_path: Path, monkeyp
     assert bag.dags["entra_provisioning__ws-0000"].doc_md is not None
     assert first["databricks_instance"] in (bag.dags["entra_provisioning__ws-0000"].doc_md or "")
     (error,) = bag.import_errors.values()
-    assert "workspaces[1] (name 'ws-0000'): field 'name': duplicate name (first used by workspaces[0])" in error
+    assert (
+        "workspaces[1] (name 'ws-0000'): field 'name': duplicate name (first used by workspaces[0])" in error
+    )
 
 
 def test_dag_shape_and_trigger_form() -> None:
@@ -178,7 +186,11 @@ def test_dag_shape_and_trigger_form() -> None:
     assert dag.dag_id == "entra_provisioning__ws-0000"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    assert [t.task_id for t in dag.topological_sort()] == ["fetch_token", "resolve_members", "add_missing_users"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "fetch_token",
+        "resolve_members",
+        "add_missing_users",
+    ]
     assert dag.task_dict["add_missing_users"].upstream_task_ids == {"fetch_token", "resolve_members"}
     assert dag.default_args["retries"] == 3
     assert {"entra-provisioning", "databricks"} <= set(dag.tags)

@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "hooks": set(),
     "hooks.key_vault": {"", "errors", "hooks", "retry", "urls"},
     "hooks.entra": {"", "errors", "hooks", "identities", "retry"},
+    "hooks.databricks_auth": {"", "errors"},
     # The SCIM hook takes its two defaults (concurrency, pace) from the field table, where they are
     # declared once; the table is plain facts and imports nothing but identities.
     "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls"},

@@ -264,7 +264,9 @@ def test_every_hook_error_is_in_exactly_one_branch() -> None:
         ("Databricks SCIM", "scim", "DatabricksScimHook"),
     ],
 )
-def test_the_operations_page_states_each_hooks_real_policy(system: str, hook_module: str, hook_class: str) -> None:
+def test_the_operations_page_states_each_hooks_real_policy(
+    system: str, hook_module: str, hook_class: str
+) -> None:
     import importlib
     import inspect
     from pathlib import Path

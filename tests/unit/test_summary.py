@@ -15,7 +15,13 @@ from entra_provisioning.plan import (
     SkipReason,
     build_plan,
 )
-from entra_provisioning.summary import MAX_REASON_CHARS, CreateOutcome, RunSummary, build_summary
+from entra_provisioning.summary import (
+    ACCOUNT_FIELDS,
+    MAX_REASON_CHARS,
+    CreateOutcome,
+    RunSummary,
+    build_summary,
+)
 
 
 def resolution_and_plan(n_members: int = 5, n_present: int = 2, n_drift: int = 3) -> tuple[Resolution, Plan]:
@@ -124,8 +130,9 @@ def test_to_dict_is_json_safe_and_complete() -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["skipped_total"] == 3
     assert data["failed_user_names"] == {"u00004@x.com": "400"}
-    field_names = set(RunSummary.__dataclass_fields__)
+    field_names = set(RunSummary.__dataclass_fields__) - set(ACCOUNT_FIELDS)
     assert field_names <= set(data)
+    assert not set(ACCOUNT_FIELDS) & set(data), "a workspace-target record keeps its documented keys"
     # A copy: callers may edit the dict without changing the summary.
     data["added_user_names"].append("x")
     assert summary.added_user_names == ["u00002@x.com"]
