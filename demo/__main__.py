@@ -1,8 +1,10 @@
 """``make demo``: the main job end to end on a throwaway SQLite Airflow against the local sandbox.
 
-Starts the sandbox with the demo tenant, runs every demo workspace DAG with ``airflow dags test``,
-prints each run's summary, runs everything again to show nothing is added twice, then stops what it
-started. Exit status 0 only if every run succeeded and the second round created nobody.
+Starts the sandbox with the demo tenant, runs every demo workspace DAG with ``airflow dags test`` (two
+workspaces the original way, with a Key Vault PAT; one identity-federated workspace through the account
+API with a managed identity), prints each run's summary, runs everything again to show nothing is added
+twice, then stops what it started. Exit status 0 only if every run succeeded and the second round wrote
+nothing.
 """
 
 from __future__ import annotations
@@ -34,10 +36,24 @@ ROWS = (
 )
 
 
+ACCOUNT_ROWS = (
+    ("members resolved", "members_resolved"),
+    ("already had access", "already_present"),
+    ("  directly assigned", "access_direct"),
+    ("  through a group", "access_via_group"),
+    ("to assign", "to_add"),
+    ("created in the account", "created_in_account"),
+    ("assigned to the workspace", "added"),
+    ("existed at create (409)", "existed_on_create"),
+    ("failed", "failed"),
+    ("drift (access, no group)", "drift"),
+)
+
+
 def _print_summary(title: str, summary: dict) -> None:
     counts = summary
     print(f"\n  {title}")
-    for label, key in ROWS:
+    for label, key in ACCOUNT_ROWS if summary.get("target") == "account" else ROWS:
         print(f"    {label:<26} {counts.get(key, 0)}")
     skipped = {k: v for k, v in (summary.get("skipped") or {}).items() if v}
     print(f"    {'skipped':<26} {sum(skipped.values())} {skipped if skipped else ''}")
@@ -81,21 +97,28 @@ def main() -> int:
                     print(f"\n  {dag_id}: FAILED (exit {run.returncode})")
                     print(run.stdout[-4000:], run.stderr[-4000:], file=sys.stderr)
                     continue
-                _print_summary(f"{dag_id} → {ws.sandbox_workspace}", summary)
+                how = (
+                    "account API, managed identity"
+                    if ws.target == "account"
+                    else "workspace SCIM, Key Vault PAT"
+                )
+                _print_summary(f"{dag_id} → {ws.sandbox_workspace} ({how})", summary)
             creates = _creates(box.control.counts()) - creates_before
-            print(f"\n  SCIM create requests this round: {creates}")
+            print(f"\n  Databricks writes this round (creates and assignments): {creates}")
             if round_no == 2 and creates:
                 ok = False
-                print("  ERROR: the second round sent creates; it should have found everyone present")
+                print("  ERROR: the second round wrote; it should have found everyone present")
     print(f"\nDemo {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s; sandbox stopped.")
     return 0 if ok else 1
 
 
 def _creates(counts: dict) -> int:
+    """User creates on every workspace and on the account, and workspace assignments."""
     total = 0
     for system, endpoints in counts.items():
-        if system.startswith("workspace:"):
-            total += sum((endpoints.get("scim.users.create") or {}).values())
+        if system.startswith("workspace:") or system == "account":
+            for name in ("scim.users.create", "account.assignments.put"):
+                total += sum((endpoints.get(name) or {}).values())
     return total
 
 

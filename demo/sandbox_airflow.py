@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The app registration the Graph connection signs in as (it exists in the demo seed).
 GRAPH_IDENTITY = "graph-reader"
+#: The managed identity the Databricks connection of account-target entries uses (an account admin in
+#: the demo seed), and that connection's id.
+DATABRICKS_IDENTITY = "airflow-mi"
+DATABRICKS_CONN_ID = "databricks_mi"
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,14 @@ class DemoWorkspace:
     name: str
     sandbox_workspace: str
     groups: Sequence[str]
-    secret: str
+    secret: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
+    target: str = "workspace"
 
 
-#: The demo: one workspace that already has some users (and one in no group), one that starts empty.
+#: The demo: one workspace that already has some users (and one in no group), one that starts empty,
+#: both with a Key Vault PAT; and an identity-federated one provisioned through the account with a
+#: managed identity.
 DEMO_WORKSPACES: tuple[DemoWorkspace, ...] = (
     DemoWorkspace(
         name="alpha",
@@ -47,6 +54,14 @@ DEMO_WORKSPACES: tuple[DemoWorkspace, ...] = (
         sandbox_workspace="ws-beta",
         groups=("Analysts & Friends's Club", "Large Team", "Empty Group"),
         secret="ws-beta-pat",
+    ),
+    DemoWorkspace(
+        name="gamma",
+        sandbox_workspace="ws-gamma",
+        groups=("Data Engineers", "Data Scientists"),
+        secret=None,
+        options={"user_name_attribute": "mail"},
+        target="account",
     ),
 )
 
@@ -79,9 +94,18 @@ def connections_env(endpoints: Mapping[str, Any]) -> dict[str, str]:
             "trust_env": True,
         },
     }
+    # Databricks: the provider's connection type, credentials only (no host: the entry decides it).
+    databricks = {
+        "conn_type": "databricks",
+        "extra": {
+            "use_azure_managed_identity": True,
+            "azure_managed_identity_client_id": endpoints["identities"][DATABRICKS_IDENTITY]["client_id"],
+        },
+    }
     return {
         "AIRFLOW_CONN_AZURE_DEFAULT": json.dumps({"conn_type": "azure"}),
         "AIRFLOW_CONN_MSGRAPH_DEFAULT": json.dumps(msgraph),
+        f"AIRFLOW_CONN_{DATABRICKS_CONN_ID.upper()}": json.dumps(databricks),
     }
 
 
@@ -93,17 +117,32 @@ def workspaces_yaml(
     """A workspaces file for the sandbox: loopback hosts are allow-listed explicitly."""
     entries = []
     for ws in workspaces:
-        entries.append(
-            {
-                "name": ws.name,
-                "databricks_instance": endpoints["workspaces"][ws.sandbox_workspace]["host"],
-                "entra_groups": list(ws.groups),
-                "pat_secret_url": endpoints["vaults"]["kv-demo"]["secrets"][ws.secret],
-                **dict(ws.options),
-            }
-        )
+        sandbox_ws = endpoints["workspaces"][ws.sandbox_workspace]
+        entry: dict[str, Any] = {
+            "name": ws.name,
+            "databricks_instance": sandbox_ws["host"],
+            "entra_groups": list(ws.groups),
+        }
+        if ws.target == "account":
+            entry.update(
+                {
+                    "target": "account",
+                    "databricks_conn_id": DATABRICKS_CONN_ID,
+                    "account_id": endpoints["account"]["account_id"],
+                    "account_host": endpoints["account"]["host"],
+                    # Loopback hosts do not carry the id the way adb-<id>.<n>.azuredatabricks.net does.
+                    "workspace_id": int(sandbox_ws["workspace_id"]),
+                }
+            )
+        else:
+            entry["pat_secret_url"] = endpoints["vaults"]["kv-demo"]["secrets"][str(ws.secret)]
+        entries.append({**entry, **dict(ws.options)})
     document = {
-        "settings": {"allowed_workspace_hosts": ["127.0.0.1"], "allowed_key_vault_hosts": ["127.0.0.1"]},
+        "settings": {
+            "allowed_workspace_hosts": ["127.0.0.1"],
+            "allowed_key_vault_hosts": ["127.0.0.1"],
+            "allowed_account_hosts": ["127.0.0.1"],
+        },
         "defaults": {
             "schedule": None,
             "max_new_users_per_run": 1000,
