@@ -269,4 +269,5 @@ class ControlApp(SystemApp):
         return json_response(self.hub.log.token_hosts())
 
     async def expire_tokens(self, ctx: Ctx) -> Response:
-        return json_response({"expired": self.hub.tokens.expire_all()})
+        expired = self.hub.tokens.expire_all() + self.hub.databricks_tokens.expire_all()
+        return json_response({"expired": expired})
