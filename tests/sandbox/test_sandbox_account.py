@@ -155,7 +155,7 @@ def test_non_admin_sp_is_refused_by_the_account_and_duplicates_conflict(sandbox_
 
 
 def test_oauth_m2m_account_token_works_on_the_account_only(sandbox_env):
-    from databricks.sdk.errors import Unauthenticated
+    from databricks.sdk.errors import PermissionDenied, Unauthenticated
 
     # The SDK discovers the token endpoint from /.well-known/databricks-config, unmodified.
     a = _account(sandbox_env, client_id=M2M_APP_ID, client_secret=M2M_SECRET)
@@ -199,7 +199,10 @@ def test_oauth_m2m_account_token_works_on_the_account_only(sandbox_env):
         )
         assert on_account.status_code == 401
     w = _workspace(sandbox_env, client_id=M2M_APP_ID, client_secret=M2M_SECRET)
-    assert w.current_user.me().user_name == M2M_APP_ID
+    me = w.current_user.me()
+    assert me.user_name == M2M_APP_ID and "admins" not in {g.display for g in me.groups or []}
+    with pytest.raises(PermissionDenied):  # a USER-level service principal is no workspace admin
+        w.users.create(user_name="not.allowed@contoso.com")
     with pytest.raises(Unauthenticated):
         _workspace(sandbox_env, token=account_token).current_user.me()
 
