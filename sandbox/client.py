@@ -117,6 +117,21 @@ class ControlClient:
         """Merge limits, e.g. ``max_concurrent=4, concurrent_limit_status=500, rates={...}``."""
         return dict(self._call("PUT", f"/state/workspaces/{workspace}/limits", limits))
 
+    def account_groups(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/state/account/groups")["groups"])
+
+    def account_service_principals(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/state/account/service_principals")["service_principals"])
+
+    def workspace_service_principals(self, workspace: str) -> list[dict[str, Any]]:
+        return list(
+            self._call("GET", f"/state/workspaces/{workspace}/service_principals")["service_principals"]
+        )
+
+    def account_assignments(self, workspace: str) -> list[dict[str, Any]]:
+        """``[{principal_id, kind (user|group|service_principal), name, permissions}]`` for a workspace name."""
+        return list(self._call("GET", f"/state/account/assignments/{workspace}")["assignments"])
+
     def account_limits(self) -> dict[str, Any]:
         return dict(self._call("GET", "/state/account/limits"))
 

@@ -7,6 +7,7 @@ request log (so it does not disturb the counts the benchmarks read).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
@@ -55,6 +56,24 @@ class ControlApp(SystemApp):
         add("GET", "/control/state/account/users", "control.account.users", self.directory_users)
         add("POST", "/control/state/account/users", "control.account.users.add", self.directory_add_user)
         add("GET", "/control/state/account/groups", "control.account.groups", self.directory_groups)
+        add(
+            "GET",
+            "/control/state/workspaces/{name}/service_principals",
+            "control.ws.service_principals",
+            self.directory_service_principals,
+        )
+        add(
+            "GET",
+            "/control/state/account/service_principals",
+            "control.account.service_principals",
+            self.directory_service_principals,
+        )
+        add(
+            "GET",
+            "/control/state/account/assignments/{workspace}",
+            "control.account.assignments",
+            self.account_assignments,
+        )
         add("GET", "/control/state/account/limits", "control.account.limits", self.get_limits)
         add("PUT", "/control/state/account/limits", "control.account.limits.set", self.set_limits)
         add("GET", "/control/state/graph/limits", "control.graph.limits", self.get_graph_limits)
@@ -99,12 +118,23 @@ class ControlApp(SystemApp):
                 },
                 "vaults": {n: sorted(s.name for s in v.secrets.values()) for n, v in world.vaults.items()},
                 "workspaces": {
-                    n: {"workspace_id": d.ident, "users": len(d.users), "groups": len(d.groups)}
+                    n: {
+                        "workspace_id": d.ident,
+                        "users": len(d.users),
+                        "groups": len(d.groups),
+                        "service_principals": len(d.service_principals),
+                        "identity_federated": d.identity_federated,
+                    }
                     for n, d in world.workspaces.items()
                 },
                 "account": None
                 if world.account is None
-                else {"account_id": world.account.ident, "users": len(world.account.users)},
+                else {
+                    "account_id": world.account.ident,
+                    "users": len(world.account.users),
+                    "groups": len(world.account.groups),
+                    "service_principals": len(world.account.service_principals),
+                },
                 "requests_logged": self.hub.log.last_seq,
             }
         )
@@ -125,7 +155,14 @@ class ControlApp(SystemApp):
         directory = self._directory(ctx)
         if directory is None:
             return _ERR.error(404, "NotFound", "no such workspace or no account in the seed")
-        return json_response({"users": [_user_dict(u) for u in directory.users.values()]})
+        return json_response(
+            {
+                "users": [
+                    {**_user_dict(u), "from_account": u.id in directory.from_account}
+                    for u in directory.users.values()
+                ]
+            }
+        )
 
     async def directory_groups(self, ctx: Ctx) -> Response:
         directory = self._directory(ctx)
@@ -140,6 +177,54 @@ class ControlApp(SystemApp):
             }
         )
 
+    async def directory_service_principals(self, ctx: Ctx) -> Response:
+        directory = self._directory(ctx)
+        if directory is None:
+            return _ERR.error(404, "NotFound", "no such workspace or no account in the seed")
+        admins = directory.group_named("admins")
+        return json_response(
+            {
+                "service_principals": [
+                    {
+                        "id": sp.id,
+                        "applicationId": sp.application_id,
+                        "displayName": sp.display_name,
+                        "active": sp.active,
+                        "admin": sp.account_admin
+                        if directory.kind == "account"
+                        else admins is not None and sp.id in admins.member_ids,
+                        "has_oauth_secret": sp.oauth_secret is not None,
+                    }
+                    for sp in directory.service_principals.values()
+                ]
+            }
+        )
+
+    async def account_assignments(self, ctx: Ctx) -> Response:
+        """A workspace's permission assignments, by workspace name, with each principal's kind and name."""
+        world = self.hub.world
+        workspace = world.workspaces.get(ctx.params["workspace"])
+        account = world.account
+        if workspace is None or account is None:
+            return _ERR.error(404, "NotFound", "no such workspace or no account in the seed")
+        out = []
+        for principal_id, permissions in account.assignments.get(workspace.ident, {}).items():
+            if principal_id in account.users:
+                kind, name = "user", account.users[principal_id].user_name
+            elif principal_id in account.groups:
+                kind, name = "group", account.groups[principal_id].display_name
+            else:
+                kind, name = "service_principal", account.service_principals[principal_id].application_id
+            out.append({"principal_id": principal_id, "kind": kind, "name": name, "permissions": permissions})
+        return json_response(
+            {
+                "workspace": workspace.name,
+                "workspace_id": workspace.ident,
+                "identity_federated": workspace.identity_federated,
+                "assignments": out,
+            }
+        )
+
     async def directory_add_user(self, ctx: Ctx) -> Response:
         """Add a user behind the API's back (drift, or a user created by someone else)."""
         directory = self._directory(ctx)
@@ -151,6 +236,7 @@ class ControlApp(SystemApp):
                 str(body["userName"]),
                 display_name=body.get("displayName"),
                 external_id=body.get("externalId"),
+                created_at=time.time(),
             )
         except (KeyError, SeedError) as exc:
             return _ERR.error(400, "BadRequest", str(exc))
@@ -269,4 +355,5 @@ class ControlApp(SystemApp):
         return json_response(self.hub.log.token_hosts())
 
     async def expire_tokens(self, ctx: Ctx) -> Response:
-        return json_response({"expired": self.hub.tokens.expire_all()})
+        expired = self.hub.tokens.expire_all() + self.hub.databricks_tokens.expire_all()
+        return json_response({"expired": expired})

@@ -65,6 +65,45 @@ class TokenStore:
             self._tokens.clear()
 
 
+@dataclass
+class DatabricksToken:
+    """A Databricks OAuth M2M access token: valid only on the directory that issued it."""
+
+    system: str  # "account" or "workspace:<name>"
+    application_id: str
+    expires_at: float
+
+
+class DatabricksTokenStore:
+    """Tokens from the Databricks ``/oidc/.../v1/token`` endpoints; only their SHA-256 is kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[str, DatabricksToken] = {}
+
+    def issue(self, system: str, application_id: str, lifetime: int) -> tuple[str, float]:
+        # Real ones are JWTs; ours are opaque like the Entra ones (nothing in our path decodes them).
+        raw = "sbx-dbx." + secrets.token_urlsafe(32)
+        expires = time.time() + lifetime
+        with self._lock:
+            self._tokens[fingerprint(raw)] = DatabricksToken(system, application_id, expires)
+        return raw, expires
+
+    def lookup(self, raw: str) -> DatabricksToken | None:
+        with self._lock:
+            return self._tokens.get(fingerprint(raw))
+
+    def expire_all(self) -> int:
+        with self._lock:
+            for tok in self._tokens.values():
+                tok.expires_at = 0.0
+            return len(self._tokens)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
 class Hub:
     """Everything the system apps share. Handlers read ``hub.world`` on every request, so a reseed is
     visible at once."""
@@ -75,6 +114,7 @@ class Hub:
         self.seed = seed
         self.world: World = load_world(seed)
         self.tokens = TokenStore()
+        self.databricks_tokens = DatabricksTokenStore()
         self.log = RequestLog()
         self.faults = FaultInjector(seed=fault_seed)
         self._initial_faults = list(fault_rules or [])
@@ -114,8 +154,8 @@ class Hub:
     ) -> None:
         """Reload the world from the original seed (or a new one); restore start-up faults; clear the log.
 
-        Issued Entra tokens stay valid unless ``drop_tokens``: long-lived client processes cache them, as
-        they would against the real service.
+        Issued Entra and Databricks OAuth tokens stay valid unless ``drop_tokens``: long-lived client
+        processes cache them, as they would against the real service.
         """
         world = load_world(seed if seed is not None else self.seed)
         if seed is not None:
@@ -123,6 +163,7 @@ class Hub:
         self.world = world
         if drop_tokens:
             self.tokens.clear()
+            self.databricks_tokens.clear()
         for app in self.apps:
             app.reset_limits()
         if not keep_faults:

@@ -234,6 +234,7 @@ class ScimUser:
     name: dict[str, Any] | None = None
     active: bool = True
     visible_at: float = 0.0  # eventual consistency: hidden from lists until then
+    created_at: float = 0.0  # seeded principals count as created long ago
 
 
 @dataclass
@@ -241,7 +242,23 @@ class ScimGroup:
     id: str
     display_name: str
     external_id: str | None = None
-    member_ids: list[str] = field(default_factory=list)
+    member_ids: list[str] = field(default_factory=list)  # user, group or service principal ids
+    created_at: float = 0.0
+
+
+@dataclass
+class ScimServicePrincipal:
+    """A Databricks service principal; ``application_id`` is the Entra appId (client id) on Azure."""
+
+    id: str
+    application_id: str
+    display_name: str
+    active: bool = True
+    external_id: str | None = None
+    entitlements: list[dict[str, Any]] = field(default_factory=list)
+    account_admin: bool = False  # account directory only; workspace admin = member of the "admins" group
+    oauth_secret: str | None = None  # Databricks OAuth M2M secret (never served back)
+    created_at: float = 0.0
 
 
 @dataclass
@@ -261,6 +278,8 @@ class Limits:
     retry_after_seconds: int | None = None  # None: computed from the refill time
     visibility_delay_ms: float = 0.0
     non_admin_read: bool = True  # may a non-admin list/get users and groups?
+    # Account only: a principal younger than this is "not found" by permission-assignment PUTs.
+    assignable_delay_ms: float = 0.0
 
     @classmethod
     def from_seed(cls, raw: Mapping[str, Any] | None, *, default_page_cap: int) -> Limits:
@@ -273,6 +292,7 @@ class Limits:
             "retry_after_seconds",
             "visibility_delay_ms",
             "non_admin_read",
+            "assignable_delay_ms",
         }
         unknown = set(raw) - known
         if unknown:
@@ -290,6 +310,7 @@ class Limits:
             else int(raw["retry_after_seconds"]),
             visibility_delay_ms=float(raw.get("visibility_delay_ms", 0.0)),
             non_admin_read=bool(raw.get("non_admin_read", True)),
+            assignable_delay_ms=float(raw.get("assignable_delay_ms", 0.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,6 +322,7 @@ class Limits:
             "retry_after_seconds": self.retry_after_seconds,
             "visibility_delay_ms": self.visibility_delay_ms,
             "non_admin_read": self.non_admin_read,
+            "assignable_delay_ms": self.assignable_delay_ms,
         }
 
 
@@ -315,15 +337,26 @@ class ScimDirectory:
     users: dict[str, ScimUser] = field(default_factory=dict)
     by_user_name: dict[str, str] = field(default_factory=dict)
     groups: dict[str, ScimGroup] = field(default_factory=dict)
+    service_principals: dict[str, ScimServicePrincipal] = field(default_factory=dict)
+    by_application_id: dict[str, str] = field(default_factory=dict)  # lower-cased applicationId -> id
     tokens: dict[str, PatToken] = field(default_factory=dict)  # sha256(token) -> owner
     version: int = 0  # bumped on every change, so cached orderings know when to rebuild
     pending_until: float = 0.0  # latest visible_at of a user still hidden from lists
+    identity_federated: bool = False  # workspace only: its identities come from the account
+    # Account only: workspace_id -> principal id -> ["USER"] or ["ADMIN"], in assignment order.
+    assignments: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # Federated workspace only: principal id -> the level last synced from the account's assignments.
+    from_account: dict[str, str] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def new_id(self) -> str:
         while True:
             candidate = str(self._rng.randrange(10**15, 10**16))
-            if candidate not in self.users and candidate not in self.groups:
+            if (
+                candidate not in self.users
+                and candidate not in self.groups
+                and candidate not in self.service_principals
+            ):
                 return candidate
 
     def add_user(
@@ -337,12 +370,14 @@ class ScimDirectory:
         name: dict[str, Any] | None = None,
         active: bool = True,
         visible_at: float = 0.0,
+        created_at: float = 0.0,
+        user_id: str | None = None,
     ) -> ScimUser:
         key = user_name.lower()
         if key in self.by_user_name:
             raise SeedError(f"{self.kind} {self.name}: duplicate userName {user_name!r}")
         user = ScimUser(
-            id=self.new_id(),
+            id=user_id or self.new_id(),
             user_name=key,
             display_name=display_name,
             external_id=external_id,
@@ -351,11 +386,205 @@ class ScimDirectory:
             name=name,
             active=active,
             visible_at=visible_at,
+            created_at=created_at,
         )
         self.users[user.id] = user
         self.by_user_name[key] = user.id
         self.version += 1
         return user
+
+    def add_service_principal(
+        self,
+        application_id: str,
+        *,
+        display_name: str | None = None,
+        external_id: str | None = None,
+        account_admin: bool = False,
+        oauth_secret: str | None = None,
+        entitlements: list[dict[str, Any]] | None = None,
+        created_at: float = 0.0,
+        sp_id: str | None = None,
+    ) -> ScimServicePrincipal:
+        key = application_id.lower()
+        if key in self.by_application_id:
+            raise SeedError(f"{self.kind} {self.name}: duplicate service principal {application_id!r}")
+        sp = ScimServicePrincipal(
+            id=sp_id or self.new_id(),
+            application_id=application_id,
+            display_name=display_name or application_id,
+            external_id=external_id,
+            entitlements=entitlements or [],
+            account_admin=account_admin,
+            oauth_secret=oauth_secret,
+            created_at=created_at,
+        )
+        self.service_principals[sp.id] = sp
+        self.by_application_id[key] = sp.id
+        self.version += 1
+        return sp
+
+    def remove_principal(self, principal_id: str) -> bool:
+        """Drop a user or service principal and its group memberships (and, on the account, assignments)."""
+        user = self.users.pop(principal_id, None)
+        sp = self.service_principals.pop(principal_id, None) if user is None else None
+        if user is None and sp is None:
+            return False
+        if user is not None:
+            self.by_user_name.pop(user.user_name, None)
+        if sp is not None:
+            self.by_application_id.pop(sp.application_id.lower(), None)
+        self._forget_member(principal_id)
+        return True
+
+    def remove_group(self, group_id: str) -> bool:
+        if self.groups.pop(group_id, None) is None:
+            return False
+        self._forget_member(group_id)
+        return True
+
+    def _forget_member(self, principal_id: str) -> None:
+        for group in self.groups.values():
+            if principal_id in group.member_ids:
+                group.member_ids.remove(principal_id)
+        for per_workspace in self.assignments.values():
+            per_workspace.pop(principal_id, None)
+        self.from_account.pop(principal_id, None)
+        self.version += 1
+
+    def group_named(self, display_name: str) -> ScimGroup | None:
+        low = display_name.lower()
+        return next((g for g in self.groups.values() if g.display_name.lower() == low), None)
+
+    def ensure_group(self, display_name: str) -> ScimGroup:
+        group = self.group_named(display_name)
+        if group is None:
+            group = ScimGroup(id=self.new_id(), display_name=display_name)
+            self.groups[group.id] = group
+            self.version += 1
+        return group
+
+    def transitive_members(self, group_id: str) -> set[str]:
+        """Every user, service principal and group reachable from a group; cycles are tolerated."""
+        seen: set[str] = set()
+        queue = [group_id]
+        while queue:
+            group = self.groups.get(queue.pop())
+            if group is None:
+                continue
+            for member in group.member_ids:
+                if member not in seen:
+                    seen.add(member)
+                    if member in self.groups:
+                        queue.append(member)
+        return seen
+
+
+WORKSPACE_PERMISSIONS = ("USER", "ADMIN")
+
+
+def normalise_permissions(raw: Any) -> list[str]:
+    """What a permission-assignment PUT keeps: ADMIN wins over USER, other values are ignored, and
+    anything that is not a list counts as empty (the SDK documents this; an empty result deletes)."""
+    if not isinstance(raw, list):
+        return []
+    values = {str(v) for v in raw}
+    if "ADMIN" in values:
+        return ["ADMIN"]
+    if "USER" in values:
+        return ["USER"]
+    return []
+
+
+def access_levels(account: ScimDirectory, workspace_id: str) -> dict[str, str]:
+    """Users and service principals with access to a workspace, directly or through (nested) account
+    groups: principal id -> ``USER`` or ``ADMIN`` (the highest level from any path)."""
+    levels: dict[str, str] = {}
+
+    def grant(principal_id: str, level: str) -> None:
+        known = principal_id in account.users or principal_id in account.service_principals
+        if known and levels.get(principal_id) != "ADMIN":
+            levels[principal_id] = level
+
+    for principal_id, permissions in account.assignments.get(workspace_id, {}).items():
+        level = "ADMIN" if "ADMIN" in permissions else "USER"
+        if principal_id in account.groups:
+            for member in account.transitive_members(principal_id):
+                grant(member, level)
+        else:
+            grant(principal_id, level)
+    return levels
+
+
+def sync_federated(world: World, workspace: ScimDirectory) -> bool:
+    """Materialise an identity-federated workspace's account principals: everyone with access appears
+    with the account's id, everyone who lost it disappears, and ADMIN means membership of ``admins``.
+
+    Only principals that came from the account are touched, so users added behind the API's back stay.
+    Returns whether anything changed (the version is bumped only then, keeping cached orderings valid).
+    """
+    account = world.account
+    if not workspace.identity_federated or account is None:
+        return False
+    levels = access_levels(account, workspace.ident)
+    changed = False
+    for principal_id in [p for p in workspace.from_account if p not in levels]:
+        workspace.remove_principal(principal_id)
+        changed = True
+    admins: ScimGroup | None = None
+    for principal_id, level in levels.items():
+        previous = workspace.from_account.get(principal_id)
+        if previous == level:
+            continue
+        if previous is None and not _materialise(account, workspace, principal_id):
+            continue
+        workspace.from_account[principal_id] = level
+        changed = True
+        admins = admins or workspace.ensure_group("admins")
+        if level == "ADMIN" and principal_id not in admins.member_ids:
+            admins.member_ids.append(principal_id)
+        elif level == "USER" and previous == "ADMIN" and principal_id in admins.member_ids:
+            admins.member_ids.remove(principal_id)
+    if changed:
+        workspace.version += 1
+    return changed
+
+
+def _materialise(account: ScimDirectory, workspace: ScimDirectory, principal_id: str) -> bool:
+    user = account.users.get(principal_id)
+    if user is not None:
+        if user.user_name in workspace.by_user_name or principal_id in workspace.users:
+            return False  # a workspace-local user of that name (drift added behind the API's back)
+        workspace.add_user(
+            user.user_name,
+            display_name=user.display_name,
+            external_id=user.external_id,
+            emails=[dict(e) for e in user.emails],
+            name=user.name,
+            active=user.active,
+            created_at=time.time(),
+            user_id=principal_id,
+        )
+        return True
+    sp = account.service_principals[principal_id]
+    if (
+        sp.application_id.lower() in workspace.by_application_id
+        or principal_id in workspace.service_principals
+    ):
+        return False
+    workspace.add_service_principal(
+        sp.application_id,
+        display_name=sp.display_name,
+        external_id=sp.external_id,
+        oauth_secret=sp.oauth_secret,
+        created_at=time.time(),
+        sp_id=principal_id,
+    )
+    return True
+
+
+def sync_all_federated(world: World) -> None:
+    for workspace in world.workspaces.values():
+        sync_federated(world, workspace)
 
 
 @dataclass
@@ -555,7 +784,9 @@ def _load_vaults(seed: Mapping[str, Any], tenant: Tenant) -> dict[str, Vault]:
     return vaults
 
 
-def _load_directory(entry: Mapping[str, Any], *, kind: str, name: str, ident: str) -> ScimDirectory:
+def _load_directory(
+    entry: Mapping[str, Any], *, kind: str, name: str, ident: str, tenant: Tenant
+) -> ScimDirectory:
     limits = Limits.from_seed(entry.get("limits"), default_page_cap=100 if kind == "account" else 10000)
     directory = ScimDirectory(name=name, kind=kind, ident=ident, limits=limits)
     directory._rng.seed(f"{kind}:{name}")
@@ -578,17 +809,132 @@ def _load_directory(entry: Mapping[str, Any], *, kind: str, name: str, ident: st
         if owner not in directory.by_user_name:
             directory.add_user(owner, display_name=owner.split("@")[0])
         directory.tokens[fingerprint(token)] = PatToken(user_name=owner, admin=admin)
-    for i, raw in enumerate(_as_list(entry.get("groups"), f"{where}.groups")):
+    raw_groups = _as_list(entry.get("groups"), f"{where}.groups")
+    created: list[ScimGroup] = []
+    for i, raw in enumerate(raw_groups):  # ids first, so members may name groups defined later
         group = ScimGroup(
             id=directory.new_id(), display_name=str(_require(raw, "displayName", f"{where}.groups[{i}]"))
         )
-        for member in _as_list(raw.get("members"), f"{where}.groups[{i}].members"):
-            uid = directory.by_user_name.get(str(member).lower())
-            if uid is None:
-                raise SeedError(f"{where}.groups[{i}]: unknown member {member!r}")
-            group.member_ids.append(uid)
         directory.groups[group.id] = group
+        created.append(group)
+    admin_sps: list[str] = []
+    for i, raw in enumerate(_as_list(entry.get("service_principals"), f"{where}.service_principals")):
+        swhere = f"{where}.service_principals[{i}]"
+        app_id, display = _service_principal_names(raw, tenant, swhere)
+        sp = directory.add_service_principal(
+            app_id,
+            display_name=display,
+            account_admin=kind == "account" and bool(raw.get("admin", False)),
+            oauth_secret=None if raw.get("oauth_secret") is None else str(raw["oauth_secret"]),
+        )
+        if raw.get("admin"):
+            admin_sps.append(sp.id)
+    for i, (raw, group) in enumerate(zip(raw_groups, created, strict=True)):
+        for member in _as_list(raw.get("members"), f"{where}.groups[{i}].members"):
+            ref = str(member)
+            low = ref.lower()
+            found: str | None
+            if low.startswith("group:"):
+                target = directory.group_named(ref[len("group:") :])
+                found = target.id if target else None
+            elif low.startswith("sp:"):
+                found = directory.by_application_id.get(_sp_key(ref[len("sp:") :], tenant))
+            else:
+                found = directory.by_user_name.get(low)
+            if found is None:
+                raise SeedError(f"{where}.groups[{i}]: unknown member {member!r}")
+            if found not in group.member_ids:
+                group.member_ids.append(found)
+    if kind == "workspace" and admin_sps:  # a workspace admin is a member of the workspace's admins group
+        admins = directory.ensure_group("admins")
+        admins.member_ids.extend(s for s in admin_sps if s not in admins.member_ids)
     return directory
+
+
+def _sp_key(ref: str, tenant: Tenant) -> str:
+    """A seed's service-principal reference (Entra identity name or application id), as a lookup key."""
+    ident = tenant.identities.get(ref)
+    return (ident.client_id if ident else ref).lower()
+
+
+def _service_principal_names(raw: Mapping[str, Any], tenant: Tenant, where: str) -> tuple[str, str]:
+    """``{identity: <Entra identity name>}`` or ``{application_id, display_name}`` -> (appId, name)."""
+    if raw.get("identity"):
+        ident = tenant.identities.get(str(raw["identity"]))
+        if ident is None:
+            raise SeedError(f"{where}: unknown identity {raw['identity']!r}")
+        return ident.client_id, str(raw.get("display_name") or ident.name)
+    app_id = str(_require(raw, "application_id", where))
+    return app_id, str(raw.get("display_name") or app_id)
+
+
+def _load_assignments(raw_account: Mapping[str, Any], world: World) -> None:
+    """``account.assignments: {<workspace name>: [{user|group|service_principal: ..., permissions}]}``."""
+    account = world.account
+    assert account is not None
+    raw = raw_account.get("assignments") or {}
+    if not isinstance(raw, Mapping):
+        raise SeedError("account.assignments: expected a mapping of workspace name -> list")
+    for ws_name, entries in raw.items():
+        workspace = world.workspaces.get(str(ws_name))
+        if workspace is None:
+            raise SeedError(f"account.assignments: unknown workspace {ws_name!r}")
+        for i, item in enumerate(_as_list(entries, f"account.assignments.{ws_name}")):
+            where = f"account.assignments.{ws_name}[{i}]"
+            kinds = [k for k in ("user", "group", "service_principal") if k in item]
+            if len(kinds) != 1:
+                raise SeedError(f"{where}: exactly one of user, group, service_principal")
+            ref = str(item[kinds[0]])
+            found: str | None
+            if kinds[0] == "user":
+                found = account.by_user_name.get(ref.lower())
+            elif kinds[0] == "group":
+                group = account.group_named(ref)
+                found = group.id if group else None
+            else:
+                found = account.by_application_id.get(_sp_key(ref, world.tenant))
+            if found is None:
+                raise SeedError(f"{where}: unknown account {kinds[0]} {ref!r}")
+            permissions = normalise_permissions(item.get("permissions", ["USER"]))
+            if not permissions:
+                raise SeedError(f"{where}: permissions must contain USER or ADMIN")
+            account.assignments.setdefault(workspace.ident, {})[found] = permissions
+
+
+def _federate(world: World, workspace: ScimDirectory) -> None:
+    """A federated workspace's seeded users and service principals are account principals with a direct
+    assignment (USER, or ADMIN for ``admin: true`` service principals), as after a real migration."""
+    account = world.account
+    assert account is not None
+    per_workspace = account.assignments.setdefault(workspace.ident, {})
+    mapping: dict[str, str] = {}
+    admins = workspace.group_named("admins")
+    for uid, user in workspace.users.items():
+        acct_id = account.by_user_name.get(user.user_name)
+        if acct_id is None:
+            acct_id = account.add_user(
+                user.user_name, display_name=user.display_name, external_id=user.external_id
+            ).id
+        mapping[uid] = acct_id
+        per_workspace.setdefault(acct_id, ["USER"])
+    for sp_id, sp in workspace.service_principals.items():
+        acct_id = account.by_application_id.get(sp.application_id.lower())
+        if acct_id is None:
+            acct_id = account.add_service_principal(
+                sp.application_id, display_name=sp.display_name, oauth_secret=sp.oauth_secret
+            ).id
+        mapping[sp_id] = acct_id
+        level = "ADMIN" if admins is not None and sp_id in admins.member_ids else "USER"
+        if per_workspace.get(acct_id) != ["ADMIN"]:
+            per_workspace[acct_id] = [level]
+    for group in workspace.groups.values():
+        group.member_ids = [mapping.get(m, m) for m in group.member_ids]
+    # Re-created below with the account's ids; local tokens keep naming their owner by userName.
+    workspace.users.clear()
+    workspace.by_user_name.clear()
+    workspace.service_principals.clear()
+    workspace.by_application_id.clear()
+    sync_federated(world, workspace)  # seeded members of admins stay there, whatever the assignment
 
 
 def load_world(seed: Mapping[str, Any]) -> World:
@@ -609,18 +955,21 @@ def load_world(seed: Mapping[str, Any]) -> World:
     for i, entry in enumerate(_as_list(seed.get("workspaces"), "workspaces")):
         name = str(_require(entry, "name", f"workspaces[{i}]"))
         ident = str(entry.get("workspace_id") or (10**15 + int(stable_id("ws", name)[:8], 16)))
-        workspaces[name] = _load_directory(entry, kind="workspace", name=name, ident=ident)
+        workspaces[name] = _load_directory(entry, kind="workspace", name=name, ident=ident, tenant=tenant)
+        workspaces[name].identity_federated = bool(entry.get("identity_federated", False))
     account = None
     raw_account = seed.get("account")
     if raw_account:
         account_id = str(raw_account.get("account_id") or stable_id("account", tenant.domain))
-        account = _load_directory(raw_account, kind="account", name="account", ident=account_id)
+        account = _load_directory(
+            raw_account, kind="account", name="account", ident=account_id, tenant=tenant
+        )
     settings = dict(seed.get("settings") or {})
     raw_graph = dict(seed.get("graph") or {})
     graph_limits = (
         Limits.from_seed(raw_graph["limits"], default_page_cap=999) if raw_graph.get("limits") else None
     )
-    return World(
+    world = World(
         tenant=tenant,
         vaults=vaults,
         workspaces=workspaces,
@@ -629,6 +978,14 @@ def load_world(seed: Mapping[str, Any]) -> World:
         identity_header=str(settings.get("identity_header", "sandbox-identity-header")),
         graph_limits=graph_limits,
     )
+    if raw_account:
+        _load_assignments(raw_account, world)
+    for name, workspace in workspaces.items():
+        if workspace.identity_federated:
+            if account is None:
+                raise SeedError(f"workspace {name}: identity_federated needs an account: section")
+            _federate(world, workspace)
+    return world
 
 
 def read_seed_file(path: str | Path) -> dict[str, Any]:

@@ -11,21 +11,32 @@ created while a client pages shift later pages, as they can on the real service.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from starlette.responses import Response
 
 from sandbox.evidence import fingerprint
 from sandbox.http import Ctx, SystemApp, json_response
+from sandbox.hub import check_bearer
+from sandbox.model import (
+    DATABRICKS_RESOURCE,
+    WORKSPACE_PERMISSIONS,
+    normalise_permissions,
+    sync_all_federated,
+    sync_federated,
+)
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
-    from sandbox.model import Limits, PatToken, ScimDirectory, ScimGroup, ScimUser
+    from sandbox.model import Limits, ScimDirectory, ScimGroup, ScimServicePrincipal, ScimUser
 
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -35,8 +46,17 @@ USER_SCHEMAS = [
     "urn:ietf:params:scim:schemas:extension:workspace:2.0:User",
 ]
 GROUP_SCHEMAS = ["urn:ietf:params:scim:schemas:core:2.0:Group"]
+SERVICE_PRINCIPAL_SCHEMAS = ["urn:ietf:params:scim:schemas:core:2.0:ServicePrincipal"]
 WORKSPACE_PREFIX = "/api/2.0/preview/scim/v2"
 ACCOUNT_PREFIX = "/api/2.0/accounts/{account_id}/scim/v2"
+ASSIGNMENTS_PREFIX = "/api/2.0/accounts/{account_id}/workspaces/{workspace_id}/permissionassignments"
+ACCOUNT_OIDC_PREFIX = "/oidc/accounts/{account_id}"
+WORKSPACE_OIDC_PREFIX = "/oidc"
+PRINCIPAL_NOT_FOUND = "Principal not found in account."  # the real text (databricks/cli#1121)
+PERMISSION_DESCRIPTIONS = {  # wording ours; the levels are the SDK's WorkspacePermission values
+    "USER": "Can access the workspace.",
+    "ADMIN": "Can access the workspace and has workspace admin privileges.",
+}
 
 _STATUS_CODES = {
     400: "INVALID_PARAMETER_VALUE",
@@ -68,6 +88,21 @@ def scim_error(status: int, detail: str, scim_type: str | None = None) -> Respon
     if scim_type:
         body["scimType"] = scim_type
     return json_response(body, status)
+
+
+def oauth_error(status: int, code: str, description: str) -> Response:
+    """Databricks OAuth endpoints answer RFC 6749 error bodies, not ``error_code`` ones."""
+    return json_response({"error": code, "error_description": description}, status)
+
+
+@dataclass
+class Caller:
+    """Who a request authenticated as: a PAT's owner, or a service principal (Entra or Databricks OAuth
+    token). ``admin`` is workspace admin (or account admin on the account API)."""
+
+    admin: bool
+    user_name: str | None = None
+    service_principal_id: str | None = None
 
 
 class ScimError(Exception):
@@ -275,6 +310,15 @@ USER_FILTER_ATTRS = {
     "groups.display",
 }
 GROUP_FILTER_ATTRS = {"id", "displayName", "externalId", "members.value", "members.display"}
+SERVICE_PRINCIPAL_FILTER_ATTRS = {
+    "id",
+    "applicationId",
+    "displayName",
+    "externalId",
+    "active",
+    "groups.value",
+    "groups.display",
+}
 
 
 # ------------------------------------------------------------------------------------ projection
@@ -324,8 +368,33 @@ class ScimApp(SystemApp):
         self.add("PATCH", f"{prefix}/Groups/{{id}}", "scim.groups.patch", self.patch_group)
         self.add("DELETE", f"{prefix}/Groups/{{id}}", "scim.groups.delete", self.delete_group)
         self.add("GET", f"{prefix}/ServiceProviderConfig", "scim.spc", self.service_provider_config)
+        sps = f"{prefix}/ServicePrincipals"
+        self.add("GET", sps, "scim.service_principals.list", self.list_service_principals)
+        self.add("POST", sps, "scim.service_principals.create", self.create_service_principal)
+        self.add("GET", f"{sps}/{{id}}", "scim.service_principals.get", self.get_service_principal)
+        oidc = ACCOUNT_OIDC_PREFIX if kind == "account" else WORKSPACE_OIDC_PREFIX
+        self.add(
+            "GET",
+            f"{oidc}/.well-known/oauth-authorization-server",
+            "databricks.oidc.config",
+            self.oidc_config,
+        )
+        self.add("POST", f"{oidc}/v1/token", "databricks.oidc.token", self.oidc_token)
         if kind == "workspace":
             self.add("GET", f"{prefix}/Me", "scim.me", self.me)
+        else:
+            pa = ASSIGNMENTS_PREFIX
+            self.add("GET", pa, "account.assignments.list", self.list_assignments)
+            self.add("GET", f"{pa}/permissions", "account.assignments.permissions", self.assignment_levels)
+            self.add(
+                "PUT", f"{pa}/principals/{{principal_id}}", "account.assignments.put", self.put_assignment
+            )
+            self.add(
+                "DELETE",
+                f"{pa}/principals/{{principal_id}}",
+                "account.assignments.delete",
+                self.delete_assignment,
+            )
 
     # ------------------------------------------------------------------ plumbing
     def directory(self) -> ScimDirectory | None:
@@ -336,12 +405,8 @@ class ScimApp(SystemApp):
         directory = self.directory()
         return directory.limits if directory else None
 
-    def _authenticate(self, ctx: Ctx, *, admin: bool) -> tuple[ScimDirectory, PatToken]:
-        directory = self.directory()
-        if directory is None:
-            raise _Refusal(_ERR.error(404, "ENDPOINT_NOT_FOUND", "This workspace no longer exists."))
-        if self.kind == "account" and ctx.params.get("account_id") != directory.ident:
-            raise _Refusal(_ERR.error(404, "RESOURCE_DOES_NOT_EXIST", "Account not found."))
+    def _authenticate(self, ctx: Ctx, *, admin: bool) -> tuple[ScimDirectory, Caller]:
+        directory = self._known_directory(ctx)
         if not ctx.token:
             raise _Refusal(
                 _ERR.error(
@@ -350,18 +415,63 @@ class ScimApp(SystemApp):
                     "Credential was not sent or was of an unsupported type for this API.",
                 )
             )
-        owner = directory.tokens.get(fingerprint(ctx.token))
-        if owner is None:
-            raise _Refusal(_ERR.error(401, "UNAUTHENTICATED", "Invalid access token."))
+        caller = self._caller(directory, ctx.token)
         needs_admin = admin or self.kind == "account"
-        if needs_admin and not owner.admin:
+        if needs_admin and not caller.admin:
             raise _Refusal(scim_error(403, "User not authorized."))
-        return directory, owner
+        return directory, caller
+
+    def _known_directory(self, ctx: Ctx) -> ScimDirectory:
+        directory = self.directory()
+        if directory is None:
+            raise _Refusal(_ERR.error(404, "ENDPOINT_NOT_FOUND", "This workspace no longer exists."))
+        if self.kind == "account" and ctx.params.get("account_id") != directory.ident:
+            raise _Refusal(_ERR.error(404, "RESOURCE_DOES_NOT_EXIST", "Account not found."))
+        return directory
+
+    def _caller(self, directory: ScimDirectory, token: str) -> Caller:
+        """A PAT of this directory, a Databricks OAuth token issued by it, or an Entra token for the Azure
+        Databricks resource whose identity is a service principal registered here."""
+        owner = directory.tokens.get(fingerprint(token))
+        if owner is not None:
+            return Caller(admin=owner.admin, user_name=owner.user_name)
+        invalid = _Refusal(_ERR.error(401, "UNAUTHENTICATED", "Invalid access token."))
+        oauth = self.hub.databricks_tokens.lookup(token)
+        if oauth is not None:
+            # Tokens are bound to the directory that issued them (account or one workspace).
+            if oauth.system != self.system or oauth.expires_at <= time.time():
+                raise invalid
+            sp_id = directory.by_application_id.get(oauth.application_id.lower())
+            if sp_id is None:
+                raise invalid
+            return self._sp_caller(directory, directory.service_principals[sp_id])
+        entra, _reason = check_bearer(self.hub, token, {DATABRICKS_RESOURCE})
+        if entra is None:  # unknown, expired, or issued for another resource (Graph, Key Vault)
+            raise invalid
+        sp_id = directory.by_application_id.get(entra.identity.client_id.lower())
+        if sp_id is None:
+            where = "account" if self.kind == "account" else "workspace"
+            raise _Refusal(
+                _ERR.error(
+                    403,
+                    "PERMISSION_DENIED",
+                    f"Service principal {entra.identity.client_id} is not a member of this {where}.",
+                )
+            )
+        return self._sp_caller(directory, directory.service_principals[sp_id])
+
+    def _sp_caller(self, directory: ScimDirectory, sp: ScimServicePrincipal) -> Caller:
+        if self.kind == "account":
+            admin = sp.account_admin
+        else:
+            admins = directory.group_named("admins")
+            admin = admins is not None and sp.id in admins.member_ids
+        return Caller(admin=admin, service_principal_id=sp.id)
 
     async def _handle(
         self,
         ctx: Ctx,
-        fn: Callable[[ScimDirectory, PatToken], Any],
+        fn: Callable[[ScimDirectory, Caller], Any],
         *,
         admin: bool = False,
         read: bool = False,
@@ -395,13 +505,7 @@ class ScimApp(SystemApp):
             "schemas": USER_SCHEMAS,
             "name": user.name or {},
             "active": user.active,
-            "groups": [
-                {"display": g.display_name, "type": "direct", "value": g.id, "$ref": f"Groups/{g.id}"}
-                for g in directory.groups.values()
-                if user.id in g.member_ids
-            ]
-            if directory.groups
-            else [],
+            "groups": self._direct_groups(directory, user.id),
             "id": user.id,
             "userName": user.user_name,
         }
@@ -411,14 +515,32 @@ class ScimApp(SystemApp):
             view["externalId"] = user.external_id
         return view
 
+    @staticmethod
+    def _direct_groups(directory: ScimDirectory, principal_id: str) -> list[dict[str, Any]]:
+        if not directory.groups:
+            return []
+        return [
+            {"display": g.display_name, "type": "direct", "value": g.id, "$ref": f"Groups/{g.id}"}
+            for g in directory.groups.values()
+            if principal_id in g.member_ids
+        ]
+
     def _group_view(self, directory: ScimDirectory, group: ScimGroup) -> dict[str, Any]:
         members = []
-        for uid in group.member_ids:
-            user = directory.users.get(uid)
+        for mid in group.member_ids:
+            user = directory.users.get(mid)
             if user is not None:
                 members.append(
-                    {"display": user.display_name or user.user_name, "value": uid, "$ref": f"Users/{uid}"}
+                    {"display": user.display_name or user.user_name, "value": mid, "$ref": f"Users/{mid}"}
                 )
+                continue
+            nested = directory.groups.get(mid)
+            if nested is not None:
+                members.append({"display": nested.display_name, "value": mid, "$ref": f"Groups/{mid}"})
+                continue
+            sp = directory.service_principals.get(mid)
+            if sp is not None:
+                members.append({"display": sp.display_name, "value": mid, "$ref": f"ServicePrincipals/{mid}"})
         view: dict[str, Any] = {
             "displayName": group.display_name,
             "members": members,
@@ -427,6 +549,23 @@ class ScimApp(SystemApp):
         }
         if group.external_id is not None:
             view["externalId"] = group.external_id
+        return view
+
+    def _sp_view(self, directory: ScimDirectory, sp: ScimServicePrincipal) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "schemas": SERVICE_PRINCIPAL_SCHEMAS,
+            "id": sp.id,
+            "applicationId": sp.application_id,
+            "displayName": sp.display_name,
+            "active": sp.active,
+            "groups": self._direct_groups(directory, sp.id),
+        }
+        if sp.entitlements:
+            view["entitlements"] = sp.entitlements
+        if sp.external_id is not None:
+            view["externalId"] = sp.external_id
+        if self.kind == "account" and sp.account_admin:
+            view["roles"] = [{"type": "direct", "value": "account_admin"}]
         return view
 
     def _sorted_user_ids(self, directory: ScimDirectory) -> list[str]:
@@ -483,7 +622,7 @@ class ScimApp(SystemApp):
 
     # ------------------------------------------------------------------ users
     async def list_users(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
             now = time.time()
             raw_filter = ctx.query("filter")
             flt = ScimFilter(raw_filter, USER_FILTER_ATTRS) if raw_filter else None
@@ -518,7 +657,7 @@ class ScimApp(SystemApp):
         return self._list_response(ctx, start, len(ids), chunk)
 
     async def get_user(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
             user = directory.users.get(ctx.params["id"])
             if user is None:
                 raise ScimError(404, f"User {ctx.params['id']} not found.")
@@ -528,15 +667,29 @@ class ScimApp(SystemApp):
         return await self._handle(ctx, run, read=True)
 
     async def me(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, owner: PatToken) -> Response:
-            user = directory.users[directory.by_user_name[owner.user_name]]
-            view = self._user_view(directory, user)
+        def run(directory: ScimDirectory, owner: Caller) -> Response:
+            if owner.service_principal_id is not None:
+                # Me answers a service principal's token too, User-shaped: userName is the applicationId.
+                sp = directory.service_principals[owner.service_principal_id]
+                view: dict[str, Any] = {
+                    "emails": [],
+                    "displayName": sp.display_name,
+                    "schemas": USER_SCHEMAS,
+                    "name": {},
+                    "active": sp.active,
+                    "groups": self._direct_groups(directory, sp.id),
+                    "id": sp.id,
+                    "userName": sp.application_id,
+                }
+            else:
+                user = directory.users[directory.by_user_name[str(owner.user_name)]]
+                view = self._user_view(directory, user)
             return json_response(_project(view, ctx.query("attributes"), ctx.query("excludedAttributes")))
 
         return await self._handle(ctx, run)
 
     async def create_user(self, ctx: Ctx) -> Response:
-        async def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        async def run(directory: ScimDirectory, _owner: Caller) -> Response:
             body = await self._body(ctx)
             user_name = body.get("userName")
             if not isinstance(user_name, str) or not user_name.strip():
@@ -552,30 +705,41 @@ class ScimApp(SystemApp):
             if not isinstance(emails, list) or not emails:
                 emails = [{"value": user_name.lower(), "type": "work", "primary": True}]
             delay = directory.limits.visibility_delay_ms / 1000.0
-            visible_at = time.time() + delay if delay else 0.0
+            now = time.time()
+            visible_at = now + delay if delay else 0.0
             directory.pending_until = max(directory.pending_until, visible_at)
-            user = directory.add_user(
-                user_name,
-                display_name=body.get("displayName") or user_name.lower(),
-                external_id=body.get("externalId"),
-                emails=emails,
-                entitlements=[e for e in body.get("entitlements") or [] if isinstance(e, dict)],
-                name=body.get("name") if isinstance(body.get("name"), dict) else None,
-                active=bool(body.get("active", True)),
-                visible_at=visible_at,
-            )
+            fields: dict[str, Any] = {
+                "display_name": body.get("displayName") or user_name.lower(),
+                "external_id": body.get("externalId"),
+                "emails": emails,
+                "name": body.get("name") if isinstance(body.get("name"), dict) else None,
+                "active": bool(body.get("active", True)),
+            }
+            entitlements = [e for e in body.get("entitlements") or [] if isinstance(e, dict)]
+            if self._federated(directory):
+                user = self._create_federated_user(directory, user_name, fields)
+                user.entitlements = entitlements
+                user.visible_at = visible_at
+            else:
+                user = directory.add_user(
+                    user_name, entitlements=entitlements, visible_at=visible_at, created_at=now, **fields
+                )
+            groups_given = False
             for ref in body.get("groups") or []:
                 group = directory.groups.get(str(ref.get("value"))) if isinstance(ref, dict) else None
                 if group is not None and user.id not in group.member_ids:
                     group.member_ids.append(user.id)
+                    groups_given = True
             self._touch(directory)
+            if groups_given:
+                self._after_membership_change()
             headers = {"Location": f"{self.origin}{ctx.request.url.path.rstrip('/')}/{user.id}"}
             return json_response(self._user_view(directory, user), 201, headers)
 
         return await self._handle(ctx, run, admin=True)
 
     async def patch_user(self, ctx: Ctx) -> Response:
-        async def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        async def run(directory: ScimDirectory, _owner: Caller) -> Response:
             user = directory.users.get(ctx.params["id"])
             if user is None:
                 raise ScimError(404, f"User {ctx.params['id']} not found.")
@@ -597,22 +761,26 @@ class ScimApp(SystemApp):
         return await self._handle(ctx, run, admin=True)
 
     async def delete_user(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
-            user = directory.users.pop(ctx.params["id"], None)
-            if user is None:
-                raise ScimError(404, f"User {ctx.params['id']} not found.")
-            directory.by_user_name.pop(user.user_name, None)
-            for group in directory.groups.values():
-                if user.id in group.member_ids:
-                    group.member_ids.remove(user.id)
-            self._touch(directory)
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
+            uid = ctx.params["id"]
+            if uid not in directory.users:
+                raise ScimError(404, f"User {uid} not found.")
+            account = self.hub.world.account
+            if self._federated(directory) and uid in directory.from_account and account is not None:
+                # Not documented: we take it that a federated workspace's DELETE removes the user's direct
+                # assignment (the account user stays); access through a group keeps the user listed.
+                account.assignments.get(directory.ident, {}).pop(uid, None)
+                sync_federated(self.hub.world, directory)
+                return Response(status_code=204)
+            directory.remove_principal(uid)
+            self._after_membership_change()
             return Response(status_code=204)
 
         return await self._handle(ctx, run, admin=True)
 
     # ------------------------------------------------------------------ groups
     async def list_groups(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
             raw_filter = ctx.query("filter")
             flt = ScimFilter(raw_filter, GROUP_FILTER_ATTRS) if raw_filter else None
             views = [self._group_view(directory, directory.groups[g]) for g in sorted(directory.groups)]
@@ -623,7 +791,7 @@ class ScimApp(SystemApp):
         return await self._handle(ctx, run, read=True)
 
     async def get_group(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
             group = directory.groups.get(ctx.params["id"])
             if group is None:
                 raise ScimError(404, f"Group {ctx.params['id']} not found.")
@@ -633,7 +801,7 @@ class ScimApp(SystemApp):
         return await self._handle(ctx, run, read=True)
 
     async def create_group(self, ctx: Ctx) -> Response:
-        async def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        async def run(directory: ScimDirectory, _owner: Caller) -> Response:
             from sandbox.model import ScimGroup
 
             body = await self._body(ctx)
@@ -644,8 +812,10 @@ class ScimApp(SystemApp):
                 raise ScimError(409, f"Group with name {name} already exists.", "uniqueness")
             group = ScimGroup(id=directory.new_id(), display_name=name, external_id=body.get("externalId"))
             group.member_ids = self._member_refs(directory, body.get("members") or [])
+            group.created_at = time.time()
             directory.groups[group.id] = group
             self._touch(directory)
+            self._after_membership_change()
             return json_response(self._group_view(directory, group), 201)
 
         return await self._handle(ctx, run, admin=True)
@@ -656,14 +826,18 @@ class ScimApp(SystemApp):
         out: list[str] = []
         for ref in refs:
             value = str(ref.get("value")) if isinstance(ref, dict) else str(ref)
-            if value not in directory.users and value not in directory.groups:
+            if (
+                value not in directory.users
+                and value not in directory.groups
+                and value not in directory.service_principals
+            ):
                 raise ScimError(404, f"Member {value} not found.")
             if value not in out:
                 out.append(value)
         return out
 
     async def patch_group(self, ctx: Ctx) -> Response:
-        async def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        async def run(directory: ScimDirectory, _owner: Caller) -> Response:
             group = directory.groups.get(ctx.params["id"])
             if group is None:
                 raise ScimError(404, f"Group {ctx.params['id']} not found.")
@@ -691,21 +865,285 @@ class ScimApp(SystemApp):
                 else:
                     raise ScimError(400, f"Unsupported patch path '{path}'.", "invalidPath")
             self._touch(directory)
+            self._after_membership_change()
             return Response(status_code=204)
 
         return await self._handle(ctx, run, admin=True)
 
     async def delete_group(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
-            if directory.groups.pop(ctx.params["id"], None) is None:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
+            if not directory.remove_group(ctx.params["id"]):
                 raise ScimError(404, f"Group {ctx.params['id']} not found.")
+            self._after_membership_change()
             return Response(status_code=204)
 
         return await self._handle(ctx, run, admin=True)
 
+    # ------------------------------------------------------------------ identity federation
+    def _federated(self, directory: ScimDirectory) -> bool:
+        return (
+            self.kind == "workspace" and directory.identity_federated and self.hub.world.account is not None
+        )
+
+    def _after_membership_change(self) -> None:
+        """Account groups, users and assignments decide who a federated workspace lists."""
+        if self.kind == "account":
+            sync_all_federated(self.hub.world)
+
+    def _create_federated_user(
+        self, directory: ScimDirectory, user_name: str, fields: dict[str, Any]
+    ) -> ScimUser:
+        """A workspace-level create on a federated workspace creates the account user (or reuses the
+        account user of that userName) and gives it a direct USER assignment; the workspace user carries
+        the account id."""
+        account = self.hub.world.account
+        assert account is not None
+        acct_id = account.by_user_name.get(user_name.lower())
+        if acct_id is None:
+            acct_id = account.add_user(user_name, created_at=time.time(), **fields).id
+        account.assignments.setdefault(directory.ident, {}).setdefault(acct_id, ["USER"])
+        sync_federated(self.hub.world, directory)
+        user = directory.users.get(acct_id)
+        if user is None:  # a workspace-local principal of that name blocks it; the 409 check ran before
+            raise ScimError(409, f"User with username {user_name.lower()} already exists.")
+        return user
+
+    # ------------------------------------------------------------------ service principals
+    async def list_service_principals(self, ctx: Ctx) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
+            raw_filter = ctx.query("filter")
+            flt = ScimFilter(raw_filter, SERVICE_PRINCIPAL_FILTER_ATTRS) if raw_filter else None
+            views = [
+                self._sp_view(directory, directory.service_principals[i])
+                for i in sorted(directory.service_principals)
+            ]
+            if flt is not None:
+                views = [v for v in views if flt.matches(v)]
+            return self._paged(ctx, directory, views)
+
+        return await self._handle(ctx, run, read=True)
+
+    async def get_service_principal(self, ctx: Ctx) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
+            sp = directory.service_principals.get(ctx.params["id"])
+            if sp is None:
+                raise ScimError(404, f"Service principal {ctx.params['id']} not found.")
+            view = self._sp_view(directory, sp)
+            return json_response(_project(view, ctx.query("attributes"), ctx.query("excludedAttributes")))
+
+        return await self._handle(ctx, run, read=True)
+
+    async def create_service_principal(self, ctx: Ctx) -> Response:
+        async def run(directory: ScimDirectory, _owner: Caller) -> Response:
+            body = await self._body(ctx)
+            raw_app_id = body.get("applicationId")
+            if raw_app_id is not None and (not isinstance(raw_app_id, str) or not raw_app_id.strip()):
+                raise ScimError(400, "applicationId must be a non-empty string.", "invalidValue")
+            # Without applicationId Databricks creates a Databricks-managed principal with a fresh one.
+            app_id = raw_app_id.strip() if isinstance(raw_app_id, str) else str(uuid.uuid4())
+            if app_id.lower() in directory.by_application_id:
+                raise ScimError(
+                    409, f"Service principal with applicationId {app_id} already exists.", "uniqueness"
+                )
+            display = body.get("displayName") if isinstance(body.get("displayName"), str) else None
+            entitlements = [e for e in body.get("entitlements") or [] if isinstance(e, dict)]
+            now = time.time()
+            if self._federated(directory):
+                account = self.hub.world.account
+                assert account is not None
+                acct_id = account.by_application_id.get(app_id.lower())
+                if acct_id is None:
+                    acct_id = account.add_service_principal(app_id, display_name=display, created_at=now).id
+                account.assignments.setdefault(directory.ident, {}).setdefault(acct_id, ["USER"])
+                sync_federated(self.hub.world, directory)
+                sp = directory.service_principals[acct_id]
+                sp.entitlements = entitlements
+            else:
+                raw_roles = body.get("roles")
+                roles: list[Any] = raw_roles if isinstance(raw_roles, list) else []
+                sp = directory.add_service_principal(
+                    app_id,
+                    display_name=display,
+                    external_id=body.get("externalId"),
+                    entitlements=entitlements,
+                    account_admin=self.kind == "account"
+                    and any(isinstance(r, dict) and r.get("value") == "account_admin" for r in roles),
+                    created_at=now,
+                )
+            self._touch(directory)
+            headers = {"Location": f"{self.origin}{ctx.request.url.path.rstrip('/')}/{sp.id}"}
+            return json_response(self._sp_view(directory, sp), 201, headers)
+
+        return await self._handle(ctx, run, admin=True)
+
+    # ------------------------------------------------------------------ Databricks OAuth (M2M)
+    def _oidc_base(self, directory: ScimDirectory) -> str:
+        if self.kind == "account":
+            return f"{self.origin}{ACCOUNT_OIDC_PREFIX.replace('{account_id}', directory.ident)}"
+        return f"{self.origin}{WORKSPACE_OIDC_PREFIX}"
+
+    async def oidc_config(self, ctx: Ctx) -> Response:
+        try:
+            directory = self._known_directory(ctx)
+        except _Refusal as refusal:
+            return refusal.response
+        base = self._oidc_base(directory)
+        return json_response(
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/v1/authorize",
+                "token_endpoint": f"{base}/v1/token",
+                "jwks_uri": f"{base}/v1/keys",
+                "response_types_supported": ["code", "id_token"],
+                "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+                "scopes_supported": ["all-apis", "offline_access", "openid", "profile", "email"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "code_challenge_methods_supported": ["S256"],
+            }
+        )
+
+    async def oidc_token(self, ctx: Ctx) -> Response:
+        try:
+            directory = self._known_directory(ctx)
+        except _Refusal as refusal:
+            return refusal.response
+        text = (await ctx.request.body()).decode("utf-8", "replace")
+        form = {k: v[0] for k, v in parse_qs(text).items()}
+        if form.get("grant_type") != "client_credentials":
+            return oauth_error(400, "unsupported_grant_type", "Only client_credentials is served here.")
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = ctx.header("authorization") or ""
+        if basic.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(basic[6:].strip()).decode("utf-8")
+            except ValueError:
+                return oauth_error(401, "invalid_client", "Client authentication failed.")
+            client_id, _, secret = decoded.partition(":")
+        sp_id = directory.by_application_id.get((client_id or "").lower())
+        sp = directory.service_principals.get(sp_id) if sp_id else None
+        if sp is None or not sp.oauth_secret or secret != sp.oauth_secret:
+            return oauth_error(401, "invalid_client", "Client authentication failed.")
+        scope = form.get("scope") or "all-apis"
+        if not set(scope.split()) <= {"all-apis", "offline_access"}:
+            return oauth_error(400, "invalid_scope", f"The scope '{scope}' is not supported.")
+        raw, expires = self.hub.databricks_tokens.issue(
+            self.system, sp.application_id, self.hub.world.token_lifetime
+        )
+        return json_response(
+            {
+                "access_token": raw,
+                "token_type": "Bearer",
+                "expires_in": int(expires - time.time()),
+                "scope": scope,
+            }
+        )
+
+    # ------------------------------------------------------------------ workspace permission assignments
+    def _assigned_workspace(self, ctx: Ctx) -> ScimDirectory:
+        ws_id = ctx.params["workspace_id"]
+        found = next((w for w in self.hub.world.workspaces.values() if w.ident == ws_id), None)
+        if found is None:
+            raise _Refusal(_ERR.error(404, "RESOURCE_DOES_NOT_EXIST", f"Workspace {ws_id} does not exist."))
+        return found
+
+    @staticmethod
+    def _principal_output(account: ScimDirectory, principal_id: str) -> dict[str, Any] | None:
+        out: dict[str, Any] = {"principal_id": int(principal_id)}
+        user = account.users.get(principal_id)
+        if user is not None:
+            return {**out, "display_name": user.display_name or user.user_name, "user_name": user.user_name}
+        group = account.groups.get(principal_id)
+        if group is not None:
+            return {**out, "display_name": group.display_name, "group_name": group.display_name}
+        sp = account.service_principals.get(principal_id)
+        if sp is not None:
+            return {**out, "display_name": sp.display_name, "service_principal_name": sp.application_id}
+        return None
+
+    async def list_assignments(self, ctx: Ctx) -> Response:
+        def run(account: ScimDirectory, _owner: Caller) -> Response:
+            workspace = self._assigned_workspace(ctx)
+            items = []
+            for principal_id, permissions in account.assignments.get(workspace.ident, {}).items():
+                principal = self._principal_output(account, principal_id)
+                if principal is not None:
+                    items.append({"principal": principal, "permissions": list(permissions)})
+            return json_response({"permission_assignments": items})
+
+        return await self._handle(ctx, run)
+
+    async def assignment_levels(self, ctx: Ctx) -> Response:
+        def run(_account: ScimDirectory, _owner: Caller) -> Response:
+            self._assigned_workspace(ctx)
+            levels = [
+                {"permission_level": p, "description": PERMISSION_DESCRIPTIONS[p]}
+                for p in WORKSPACE_PERMISSIONS
+            ]
+            return json_response({"permissions": levels})
+
+        return await self._handle(ctx, run)
+
+    async def put_assignment(self, ctx: Ctx) -> Response:
+        async def run(account: ScimDirectory, _owner: Caller) -> Response:
+            workspace = self._assigned_workspace(ctx)
+            principal_id = ctx.params["principal_id"]
+            principal = self._principal_output(account, principal_id) if principal_id.isdigit() else None
+            delay = account.limits.assignable_delay_ms / 1000.0
+            created = self._created_at(account, principal_id)
+            if principal is None or (delay and time.time() - created < delay):
+                # The status is not documented; the message is the real one. A principal created moments
+                # ago answers the same until it has propagated (assignable_delay_ms).
+                return _ERR.error(404, "NOT_FOUND", PRINCIPAL_NOT_FOUND)
+            try:
+                body = await ctx.json()
+            except ValueError:
+                return _ERR.error(400, "MALFORMED_REQUEST", "Request body is not valid JSON.")
+            # Replace, never merge. A missing, empty or invalid list deletes the assignment: the SDK's
+            # docstring says so and it is the reported behaviour of the real API.
+            permissions = normalise_permissions(body.get("permissions") if isinstance(body, dict) else None)
+            per_workspace = account.assignments.setdefault(workspace.ident, {})
+            if permissions:
+                per_workspace[principal_id] = permissions
+            else:
+                per_workspace.pop(principal_id, None)
+            sync_federated(self.hub.world, workspace)
+            return json_response({"principal": principal, "permissions": permissions})
+
+        return await self._handle(ctx, run)
+
+    async def delete_assignment(self, ctx: Ctx) -> Response:
+        def run(account: ScimDirectory, _owner: Caller) -> Response:
+            workspace = self._assigned_workspace(ctx)
+            principal_id = ctx.params["principal_id"]
+            per_workspace = account.assignments.get(workspace.ident, {})
+            if per_workspace.pop(principal_id, None) is None:
+                return _ERR.error(
+                    404,
+                    "RESOURCE_DOES_NOT_EXIST",
+                    f"Principal {principal_id} has no permission assignment on workspace {workspace.ident}.",
+                )
+            sync_federated(self.hub.world, workspace)
+            return json_response({})
+
+        return await self._handle(ctx, run)
+
+    @staticmethod
+    def _created_at(directory: ScimDirectory, principal_id: str) -> float:
+        for store in (directory.users, directory.groups, directory.service_principals):
+            found = store.get(principal_id)
+            if found is not None:
+                return float(found.created_at)
+        return 0.0
+
     # ------------------------------------------------------------------ discovery
     async def service_provider_config(self, ctx: Ctx) -> Response:
-        def run(directory: ScimDirectory, _owner: PatToken) -> Response:
+        def run(directory: ScimDirectory, _owner: Caller) -> Response:
             return json_response(
                 {
                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],

@@ -21,7 +21,7 @@ from sandbox.http import SystemApp
 from sandbox.hub import Hub
 from sandbox.identity import MSI_PATH, build_identity_app
 from sandbox.keyvault import VaultApp, vault_resource_for
-from sandbox.scim import ACCOUNT_PREFIX, WORKSPACE_PREFIX, ScimApp
+from sandbox.scim import ACCOUNT_OIDC_PREFIX, ACCOUNT_PREFIX, WORKSPACE_OIDC_PREFIX, WORKSPACE_PREFIX, ScimApp
 
 log = logging.getLogger("sandbox")
 
@@ -93,6 +93,8 @@ def describe(hub: Hub, tls: TlsFiles, state_dir: Path) -> dict[str, Any]:
                 "host": o[f"workspace:{name}"],
                 "workspace_id": ws.ident,
                 "scim": o[f"workspace:{name}"] + WORKSPACE_PREFIX,
+                "identity_federated": ws.identity_federated,
+                "oidc_token_endpoint": o[f"workspace:{name}"] + WORKSPACE_OIDC_PREFIX + "/v1/token",
             }
             for name, ws in world.workspaces.items()
         },
@@ -102,6 +104,11 @@ def describe(hub: Hub, tls: TlsFiles, state_dir: Path) -> dict[str, Any]:
             "host": o["account"],
             "account_id": world.account.ident,
             "scim": o["account"] + ACCOUNT_PREFIX.replace("{account_id}", world.account.ident),
+            "oidc_token_endpoint": o["account"]
+            + ACCOUNT_OIDC_PREFIX.replace("{account_id}", world.account.ident)
+            + "/v1/token",
+            # append /{workspace_id}/permissionassignments
+            "assignments": f"{o['account']}/api/2.0/accounts/{world.account.ident}/workspaces",
         },
         "control": o["control"],
     }
