@@ -113,12 +113,13 @@ def main() -> int:
 
 
 def _creates(counts: dict) -> int:
-    """User creates on every workspace and on the account, and workspace assignments."""
+    """Successful user creates on every workspace and on the account, and workspace assignments."""
     total = 0
     for system, endpoints in counts.items():
         if system.startswith("workspace:") or system == "account":
             for name in ("scim.users.create", "account.assignments.put"):
-                total += sum((endpoints.get(name) or {}).values())
+                statuses = endpoints.get(name) or {}
+                total += sum(n for status, n in statuses.items() if str(status).startswith("2"))
     return total
 
 

@@ -331,11 +331,9 @@ def _check_workspace_url(value: str, ctx: _Context) -> str:
 
 
 def _check_account_url(value: str, ctx: _Context) -> str:
-    origin = https_origin(value.strip(), example="https://accounts.azuredatabricks.net")
-    allowed = ctx.settings.allowed_account_hosts
-    if not host_allowed(origin.host, allowed):
-        raise ValueError(f"host {origin.host!r} is not in settings.allowed_account_hosts {list(allowed)}")
-    return origin.url
+    # The host allow-list applies to account-target entries only (_check_target): the default host must not
+    # fail a workspace-target entry in a file whose allow-list names another cloud's account host.
+    return https_origin(value.strip(), example="https://accounts.azuredatabricks.net").url
 
 
 def _check_secret_url(value: str | None, ctx: _Context) -> str | None:
@@ -634,7 +632,7 @@ def _entry(
     if claimed is not None:
         ctx = _Context(settings, claimed)
     values["schedule"] = _schedule(merged, out, ctx)
-    _check_target(values, own, out)
+    _check_target(values, own, out, settings)
 
     if len(problems) > before:
         return None, claimed
@@ -647,7 +645,9 @@ def workspace_id_from_host(url: str) -> int | None:
     return int(match["id"]) if match else None
 
 
-def _check_target(values: dict[str, Any], own: Mapping[str, Any], out: _Collector) -> None:
+def _check_target(
+    values: dict[str, Any], own: Mapping[str, Any], out: _Collector, settings: Settings
+) -> None:
     """The combinations of ``target``, credentials and account fields; fills in derived values.
 
     The entry's own keys decide: a ``databricks_conn_id`` or an account field inherited from ``defaults``
@@ -680,6 +680,12 @@ def _check_target(values: dict[str, Any], own: Mapping[str, Any], out: _Collecto
         )
     if not conn:
         out.add("databricks_conn_id", "is required with target: account")
+    host = urlsplit(values.get("account_host") or "").hostname or ""
+    if "account_host" in values and not host_allowed(host, settings.allowed_account_hosts):
+        out.add(
+            "account_host",
+            f"host {host!r} is not in settings.allowed_account_hosts {list(settings.allowed_account_hosts)}",
+        )
     if not values.get("account_id"):
         out.add("account_id", "is required with target: account")
     else:
