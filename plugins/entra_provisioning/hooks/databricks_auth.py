@@ -6,8 +6,9 @@ credential a connection holds is read from the provider's documented fields:
 ================================  ==========================================  ===========================
 connection                        how the token is obtained                   by
 ================================  ==========================================  ===========================
-login + password + extra          Entra ID client credentials for the Azure   the provider
-``azure_tenant_id``               Databricks resource
+login + password + extra          Entra ID client credentials for the Azure   the provider; with
+``azure_tenant_id``               Databricks resource                         ``azure_ad_endpoint`` (which
+                                                                              it ignores), azure-identity
 extra ``use_default_azure_        ``DefaultAzureCredential`` (workload        the provider; with
 credential``                      identity, ``IDENTITY_ENDPOINT``, …)         ``azure_managed_identity_
                                                                               client_id``, azure-identity
@@ -210,6 +211,22 @@ class DatabricksConnectionTokens(BaseHook):
 
                 client_id = self.extras.get("azure_managed_identity_client_id")
                 with ManagedIdentityCredential(client_id=client_id) as credential:
+                    access = credential.get_token(f"{DATABRICKS_RESOURCE}/.default")
+                return access.token, float(access.expires_on)
+            if method == ENTRA_SERVICE_PRINCIPAL and self.extras.get("azure_ad_endpoint"):
+                # The provider lists azure_ad_endpoint among its extras but does not pass it on: a sovereign
+                # cloud's (or a private) authority would be ignored. Honour it, without asking the public
+                # cloud's instance discovery about an authority it cannot know.
+                from azure.identity import ClientSecretCredential
+
+                conn = self.databricks_conn
+                with ClientSecretCredential(
+                    self.extras["azure_tenant_id"],
+                    conn.login,
+                    conn.password,
+                    authority=self.extras["azure_ad_endpoint"],
+                    disable_instance_discovery=True,
+                ) as credential:
                     access = credential.get_token(f"{DATABRICKS_RESOURCE}/.default")
                 return access.token, float(access.expires_on)
             if method == DEFAULT_CREDENTIAL and self.extras.get("azure_managed_identity_client_id"):

@@ -124,3 +124,42 @@ def test_repr_never_shows_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     source = tokens(connection(monkeypatch, password="dapi-secret-value"), allow_pat=True, account_id=None)
     source.token()
     assert "dapi-secret-value" not in repr(source)
+
+
+class FakeProvider:
+    """Stands in for the provider's hook: records which of its Entra ID methods was asked, and for what."""
+
+    def __init__(self, conn: Any) -> None:
+        self.databricks_conn = conn
+        self.oauth_tokens: dict[str, dict[str, Any]] = {}
+        self.asked: list[tuple[str, str]] = []
+
+    def _get_aad_token(self, resource: str) -> str:
+        self.asked.append(("client credentials", resource))
+        self.oauth_tokens[resource] = {"access_token": "sp-token", "expires_on": 5_000}
+        return "sp-token"
+
+    def _get_aad_token_for_default_az_credential(self, resource: str) -> str:
+        self.asked.append(("default credential", resource))
+        self.oauth_tokens[resource] = {"access_token": "dc-token", "expires_on": 6_000}
+        return "dc-token"
+
+
+@pytest.mark.parametrize(
+    ("extra", "asked", "expected"),
+    [
+        ({"azure_tenant_id": "t"}, "client credentials", ("sp-token", 5_000.0)),
+        ({"use_default_azure_credential": True}, "default credential", ("dc-token", 6_000.0)),
+    ],
+)
+def test_the_providers_entra_code_serves_the_public_cloud_cases(
+    monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], asked: str, expected: tuple[str, float]
+) -> None:
+    """The wire side of these two paths is the provider's (msal's public-cloud instance discovery cannot
+    reach the sandbox); what is ours is choosing them, the resource asked for and the expiry read back."""
+    source = tokens(connection(monkeypatch, login="app", password="s", extra=extra), clock=lambda: 1_000.0)
+    fake = FakeProvider(source.databricks_conn)
+    monkeypatch.setattr(type(source), "provider_hook", property(lambda self: fake))
+    assert source.token() == expected[0]
+    assert source.expires_on == expected[1]
+    assert fake.asked == [(asked, databricks_auth.DATABRICKS_RESOURCE)]
