@@ -64,8 +64,7 @@ def _read_token(ws: WorkspaceConfig, version: str | None = None) -> tuple[str, A
 
     from entra_provisioning.hooks.key_vault import KeyVaultSecretHook
 
-    if ws.pat_secret_url is None:
-        raise PermanentError(f"workspace {ws.name!r} has no pat_secret_url")
+    assert ws.pat_secret_url is not None  # the loader gives every entry a PAT or a connection
     token, facts = KeyVaultSecretHook(azure_conn_id=ws.azure_conn_id).get_secret(ws.pat_secret_url, version)
     mask_secret(token)
     return token, facts
@@ -75,8 +74,7 @@ def _connection_tokens(ws: WorkspaceConfig) -> Any:
     """The entry's Databricks connection as a token source, bound to the entry's own host(s)."""
     from entra_provisioning.hooks.databricks_auth import DatabricksConnectionTokens
 
-    if ws.databricks_conn_id is None:
-        raise PermanentError(f"workspace {ws.name!r} has no databricks_conn_id")
+    assert ws.databricks_conn_id is not None  # called only for entries with a connection
     if ws.is_account:
         return DatabricksConnectionTokens(
             ws.databricks_conn_id,

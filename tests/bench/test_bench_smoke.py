@@ -35,7 +35,16 @@ def test_benchmarks_page_is_rendered_from_the_committed_results(tmp_path) -> Non
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
     page = tmp_path / "benchmarks.md"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--render-only", "--out-dir", str(tmp_path), "--docs-page", str(page)],
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--render-only",
+            "--out-dir",
+            str(tmp_path),
+            "--docs-page",
+            str(page),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -44,7 +53,9 @@ def test_benchmarks_page_is_rendered_from_the_committed_results(tmp_path) -> Non
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert page.read_text() == (REPO / "docs" / "benchmarks.md").read_text(), "run `python -m bench.run --render-only`"
+    assert page.read_text() == (REPO / "docs" / "benchmarks.md").read_text(), (
+        "run `python -m bench.run --render-only`"
+    )
     assert (tmp_path / "full.md").read_text() == (REPO / "bench" / "results" / "full.md").read_text()
     assert "{{" not in page.read_text()
 

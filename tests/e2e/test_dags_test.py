@@ -7,7 +7,15 @@ import json
 import pytest
 
 DAG = "entra_provisioning__alpha"
-EXPECTED_NEW = {"carol.chen@contoso.com", "dave.diaz@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
+EXPECTED_NEW = {
+    "carol.chen@contoso.com",
+    "dave.diaz@contoso.com",
+    "erin.evans@contoso.com",
+    "jane@fabrikam.com",
+}
+ACCOUNT_DAG = "entra_provisioning__gamma"
+#: ws-gamma's members without access: bob and erin are not in the account yet, jane neither.
+ACCOUNT_NEW = {"bob.baker@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
 
 pytestmark = pytest.mark.e2e
 
@@ -66,4 +74,57 @@ def test_the_pat_is_nowhere_in_the_metadata_db(airflow_sandbox) -> None:
                 if any(pat.encode() in (v if isinstance(v, bytes) else str(v).encode()) for v in row):
                     hits.append(table)
     assert "xcom" in tables and "rendered_task_instance_fields" in tables
+    assert hits == []
+
+
+def _account_writes(box) -> int:
+    counts = box.control.counts().get("account", {})
+    return sum(
+        sum((counts.get(name) or {}).values()) for name in ("scim.users.create", "account.assignments.put")
+    )
+
+
+def test_account_target_dry_run_then_real_run_then_nothing_twice(airflow_sandbox) -> None:
+    """The identity-federated workspace through the account API, with a managed-identity connection."""
+    box = airflow_sandbox.sandbox
+    box.reset()
+
+    dry = airflow_sandbox.run("dags", "test", ACCOUNT_DAG, "--conf", json.dumps({"dry_run": True}))
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    summary = airflow_sandbox.summary(ACCOUNT_DAG)
+    assert summary["target"] == "account" and summary["dry_run"] is True
+    assert set(summary["to_add_user_names"]) == ACCOUNT_NEW
+    assert _account_writes(box) == 0
+
+    first = airflow_sandbox.run("dags", "test", ACCOUNT_DAG)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = airflow_sandbox.summary(ACCOUNT_DAG)
+    assert set(summary["added_user_names"]) == ACCOUNT_NEW
+    assert summary["created_in_account"] == 3 and summary["access_via_group"] == 1
+    granted = {a["name"] for a in box.control.account_assignments("ws-gamma") if a["kind"] == "user"}
+    assert ACCOUNT_NEW <= granted
+    assert ACCOUNT_NEW <= box.control.workspace_user_names("ws-gamma")  # identity federation
+    writes = _account_writes(box)
+
+    second = airflow_sandbox.run("dags", "test", ACCOUNT_DAG)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    summary = airflow_sandbox.summary(ACCOUNT_DAG)
+    assert summary["to_add"] == 0 and summary["added"] == 0
+    assert _account_writes(box) == writes  # no create and no assignment on the second run
+
+
+def test_no_entra_token_is_in_the_metadata_db(airflow_sandbox) -> None:
+    """Every Entra token the sandbox issues starts with ``sbx-at.``: none may reach XCom, rendered fields,
+    conf or any other table (the account run above used one for Databricks, others for Graph)."""
+    import sqlite3
+
+    assert airflow_sandbox.summary(ACCOUNT_DAG) is not None
+    with sqlite3.connect(airflow_sandbox.home / "airflow.db") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        hits = [
+            table
+            for table in tables
+            for row in db.execute(f'SELECT * FROM "{table}"')
+            if any(b"sbx-at." in (v if isinstance(v, bytes) else str(v).encode()) for v in row)
+        ]
     assert hits == []

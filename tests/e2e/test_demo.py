@@ -22,7 +22,9 @@ def test_make_demo() -> None:
     else:  # what the target runs
         command = [sys.executable, "-m", "demo"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)])}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "=== Round 1: airflow dags test" in out and "=== Round 2: airflow dags test" in out

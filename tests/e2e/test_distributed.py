@@ -48,6 +48,9 @@ from sandbox.pytest_plugin import Sandbox
 
 ALPHA = "entra_provisioning__alpha"
 BETA = "entra_provisioning__beta"
+GAMMA = "entra_provisioning__gamma"
+#: ws-gamma's members without access (identity-federated: provisioned through the account API).
+GAMMA_NEW = {"bob.baker@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
 ALPHA_NEW = {"carol.chen@contoso.com", "dave.diaz@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
 RUN_TIMEOUT = 240  # seconds for one run on a busy 2-core machine; a healthy run takes about 30 s
 CHECK_FILE = "entra_provisioning_config_check.py"
@@ -83,7 +86,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
         pytest.skip(reason)
 
     root = tmp_path_factory.mktemp("distributed")
-    alpha, beta = DEMO_WORKSPACES
+    alpha, beta, gamma = DEMO_WORKSPACES
     # alpha: manual only, so nothing but this test's triggers touches ws-alpha.
     # beta: due every minute, so the scheduler itself starts runs while the test watches.
     beta = dataclasses.replace(beta, options={**beta.options, "schedule": "* * * * *"})
@@ -91,7 +94,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
     with SandboxProcess(root / "sandbox") as process:
         sandbox = Sandbox(process)
         config_file = root / "workspaces.yaml"
-        config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta)))
+        config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta, gamma)))
         base_env = airflow_env(sandbox.endpoints, root / "home", config_file)
         base_env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = str(PARSE_INTERVAL)
         initial = {ws: sandbox.control.workspace_user_names(ws) for ws in ("ws-alpha", "ws-beta")}
@@ -100,7 +103,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
             try:
                 cluster.migrate()
                 cluster.start()
-                cluster.wait_ready([ALPHA, BETA])
+                cluster.wait_ready([ALPHA, BETA, GAMMA])
                 # Unpaused first (with the CLI command docs/operations.md gives), so its scheduled runs happen
                 # while the REST tests run.
                 unpaused = cluster.airflow("dags", "unpause", BETA)
@@ -136,6 +139,21 @@ def test_rest_trigger_dry_run_then_real_run(distributed: Distributed) -> None:
     assert set(summary["added_user_names"]) == ALPHA_NEW
     assert box.control.workspace_user_names("ws-alpha") == before | ALPHA_NEW
     assert distributed.creates("ws-alpha") == {"201": len(ALPHA_NEW)}
+
+
+def test_an_account_target_run_on_the_celery_worker(distributed: Distributed) -> None:
+    """gamma: an identity-federated workspace, provisioned through the account API with the managed
+    identity's Databricks connection, on the real worker."""
+    cluster, box = distributed.cluster, distributed.sandbox
+    cluster.unpause(GAMMA)
+    run_id = cluster.trigger(GAMMA)
+    cluster.wait_run(GAMMA, run_id, timeout=RUN_TIMEOUT)
+    summary = cluster.summary(GAMMA, run_id)
+    assert summary["target"] == "account"
+    assert set(summary["added_user_names"]) == GAMMA_NEW and summary["failed"] == 0
+    granted = {a["name"] for a in box.control.account_assignments("ws-gamma") if a["kind"] == "user"}
+    assert GAMMA_NEW <= granted
+    assert GAMMA_NEW <= box.control.workspace_user_names("ws-gamma")
 
 
 def test_a_scheduled_run_succeeds(distributed: Distributed) -> None:
@@ -271,6 +289,8 @@ def test_the_pat_is_in_no_log_and_nowhere_in_the_metadata_db(distributed: Distri
         data = path.read_bytes()
         for ws, pat in pats.items():
             assert pat.encode() not in data, f"{ws} PAT in {path}"
+        # Every Entra token the sandbox issues (Graph, Key Vault, and Databricks for gamma) starts so.
+        assert b"sbx-at." not in data, f"an Entra token in {path}"
 
     # The tables named in the design first (each must hold rows, or the search proves nothing) …
     assert cluster.query("SELECT count(*) FROM xcom")[0][0] >= 3 * 6
@@ -282,7 +302,7 @@ def test_the_pat_is_in_no_log_and_nowhere_in_the_metadata_db(distributed: Distri
     assert {"xcom", "rendered_task_instance_fields", "dag_run", "task_instance", "log"} <= set(tables)
     hits = []
     for table in tables:
-        for ws, pat in pats.items():
+        for ws, pat in [*pats.items(), ("an Entra token", "sbx-at.")]:
             found = cluster.query(f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', (f"%{pat}%",))
             if found[0][0]:
                 hits.append((table, ws))
@@ -300,11 +320,11 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
     good = config_file.read_text()
     assert _import_errors(cluster) == {}
     document = yaml.safe_load(good)
-    gamma = {**document["workspaces"][0], "name": "gamma", "scim_concurrency": 0}
+    delta = {**document["workspaces"][0], "name": "delta", "scim_concurrency": 0}
     try:
         # One bad entry: loud under the config-check file, while the workspace DAG file parses cleanly.
         edited_at = datetime.now(UTC)
-        config_file.write_text(yaml.safe_dump({**document, "workspaces": [*document["workspaces"], gamma]}))
+        config_file.write_text(yaml.safe_dump({**document, "workspaces": [*document["workspaces"], delta]}))
         errors = wait_for(
             "the config-check import error",
             lambda: _reparsed(cluster, edited_at) and _import_errors(cluster),
@@ -313,11 +333,11 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
             context=cluster.log_tails,
         )
         assert list(errors) == [CHECK_FILE], errors
-        assert f"{config_file}: workspaces[2] (name 'gamma'): field 'scim_concurrency'" in errors[CHECK_FILE]
+        assert f"{config_file}: workspaces[3] (name 'delta'): field 'scim_concurrency'" in errors[CHECK_FILE]
         for dag_id in (ALPHA, BETA):
             assert cluster.api("GET", f"/api/v2/dags/{dag_id}")["is_stale"] is False
         with pytest.raises(Exception, match="404"):
-            cluster.api("GET", "/api/v2/dags/entra_provisioning__gamma")
+            cluster.api("GET", "/api/v2/dags/entra_provisioning__delta")
         # A task that starts now re-parses the DAG file on the worker, and still finds its DAG there.
         run_id = cluster.trigger(ALPHA, {"dry_run": True})
         cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
@@ -332,7 +352,11 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
             return errors if stale and DAG_FILE in errors else None
 
         errors = wait_for(
-            "alpha and beta to go stale", all_stale, 6 * PARSE_INTERVAL + 60, interval=2, context=cluster.log_tails
+            "alpha and beta to go stale",
+            all_stale,
+            6 * PARSE_INTERVAL + 60,
+            interval=2,
+            context=cluster.log_tails,
         )
         assert "the file must be a mapping" in errors[DAG_FILE]
     finally:
@@ -342,7 +366,13 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
         fresh = not any(cluster.api("GET", f"/api/v2/dags/{d}")["is_stale"] for d in (ALPHA, BETA))
         return fresh and _import_errors(cluster) == {}
 
-    wait_for("alpha and beta to come back", recovered, 6 * PARSE_INTERVAL + 60, interval=2, context=cluster.log_tails)
+    wait_for(
+        "alpha and beta to come back",
+        recovered,
+        6 * PARSE_INTERVAL + 60,
+        interval=2,
+        context=cluster.log_tails,
+    )
 
 
 def _import_errors(cluster: AirflowCluster) -> dict[str, str]:

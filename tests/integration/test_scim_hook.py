@@ -10,7 +10,9 @@ from entra_provisioning.plan import Member
 
 
 def member(name: str, oid: str | None = None) -> Member:
-    return Member(object_id=oid or f"oid-{name}", user_name=name, display_name=name.split("@")[0], groups=("g",))
+    return Member(
+        object_id=oid or f"oid-{name}", user_name=name, display_name=name.split("@")[0], groups=("g",)
+    )
 
 
 def hook(sandbox, workspace: str = "ws-alpha", **kwargs) -> DatabricksScimHook:
@@ -78,7 +80,9 @@ def test_one_bad_user_does_not_stop_the_others(sandbox_env) -> None:
 
 
 def test_rate_limited_creates_honour_retry_after_and_all_land(sandbox_env) -> None:
-    sandbox_env.control.set_workspace_limits("ws-alpha", rates={"scim.users.create": 5}, retry_after_seconds=1)
+    sandbox_env.control.set_workspace_limits(
+        "ws-alpha", rates={"scim.users.create": 5}, retry_after_seconds=1
+    )
     people = [member(f"burst{i}@contoso.com") for i in range(12)]
     with hook(sandbox_env, max_concurrency=4, max_creates_per_second=100) as scim:
         results = scim.create_users(people)
@@ -90,7 +94,9 @@ def test_rate_limited_creates_honour_retry_after_and_all_land(sandbox_env) -> No
 
 def test_concurrency_limit_answered_as_500_request_limit_exceeded_is_retried(sandbox_env) -> None:
     sandbox_env.control.set_workspace_limits("ws-alpha", max_concurrent=1, concurrent_limit_status=500)
-    sandbox_env.control.set_faults([{"system": "workspace:ws-alpha", "endpoint": "scim.users.create", "latency_ms": 30}])
+    sandbox_env.control.set_faults(
+        [{"system": "workspace:ws-alpha", "endpoint": "scim.users.create", "latency_ms": 30}]
+    )
     people = [member(f"conc{i}@contoso.com") for i in range(8)]
     # The real policy's back-off: a refusal without Retry-After is what the back-off itself has to space out.
     with hook(sandbox_env, max_concurrency=4, retry_policy=SCIM_RETRY_POLICY) as scim:

@@ -128,7 +128,10 @@ def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow
         "Microsoft Graph kept failing while listing members of Entra group 'Data Engineers' "
         f"(HTTP 500: Injected server error., {entra.EntraGroupsHook.default_retry_policy.attempts} attempts); Airflow will retry the task"
     )
-    assert len(connected.control.log(endpoint="graph.groups.transitiveMembers")) == entra.EntraGroupsHook.default_retry_policy.attempts
+    assert (
+        len(connected.control.log(endpoint="graph.groups.transitiveMembers"))
+        == entra.EntraGroupsHook.default_retry_policy.attempts
+    )
 
 
 HOURS = 7200

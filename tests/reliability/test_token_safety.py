@@ -106,7 +106,9 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
     with DatabricksScimHook(beta, KNOWN_PAT, **fast) as scim:
         expect_failure(scim.check_admin, ScimError)
     # A workspace that is unreachable.
-    with DatabricksScimHook(f"https://127.0.0.1:{closed_port()}", KNOWN_PAT, retry_policy=twice, **fast) as scim:
+    with DatabricksScimHook(
+        f"https://127.0.0.1:{closed_port()}", KNOWN_PAT, retry_policy=twice, **fast
+    ) as scim:
         expect_failure(scim.check_admin, ScimUnreachableError)
     # A real PAT whose user is not an admin, through the task body (Key Vault → SCIM).
     nonadmin = connected.pat("ws-alpha", admin=False)
@@ -134,7 +136,9 @@ def test_failure_paths_never_mention_the_token(connected, caplog, capsys) -> Non
     )
     ws = workspace(connected, groups=("Data Engineers",))
     facts = tasks.fetch_token(ws)
-    expect_failure(lambda: tasks.add_missing_users(ws, facts, tasks.resolve_members(ws), {}), tasks.UsersNotAddedError)
+    expect_failure(
+        lambda: tasks.add_missing_users(ws, facts, tasks.resolve_members(ws), {}), tasks.UsersNotAddedError
+    )
 
     # Key Vault: secrets that are read but refused (expired is served, as by the real service; disabled).
     for name in ("expired-pat", "disabled-pat"):

@@ -535,8 +535,7 @@ class DatabricksScimHook(BaseHook):
     # --------------------------------------------------------------------- account: workspace access
 
     def _assignments_path(self, workspace_id: int, principal_id: str | None = None) -> str:
-        if not self.account_id:
-            raise ScimError("workspace permission assignments are an account API: pass account_id")
+        assert self.account_id, "workspace permission assignments are an account API: pass account_id"
         path = ASSIGNMENTS_PATH.format(account_id=self.account_id, workspace_id=workspace_id)
         return f"{path}/principals/{principal_id}" if principal_id is not None else path
 
