@@ -212,6 +212,25 @@ def test_doc_md_names_workspace_groups_and_secret_but_no_token() -> None:
     assert "dapi" not in doc.lower() and "token value" not in doc.lower()
 
 
+def test_doc_md_of_an_account_entry_names_the_account_and_the_connection() -> None:
+    import dataclasses
+
+    (ws,) = parse_config(generated_config(1)).workspaces
+    account = dataclasses.replace(
+        ws,
+        pat_secret_url=None,
+        target="account",
+        databricks_conn_id="databricks_mi",
+        account_id="0f1e2d3c-0000-4000-8000-00000000acc0",
+        workspace_id=42,
+    )
+    doc = build_dag(account).doc_md or ""
+    assert "account `0f1e2d3c-0000-4000-8000-00000000acc0`" in doc and "workspace id `42`" in doc
+    assert "`databricks_mi`" in doc and "Key Vault" not in doc
+    assert "assignments 5/s" in doc and "creates and assigns the members without access" in doc
+    assert "USER` assignment" in doc
+
+
 def test_build_dags_keeps_file_order() -> None:
     config = parse_config(generated_config(30))
     assert list(build_dags(config)) == [ws.dag_id for ws in config.enabled_workspaces]
