@@ -31,3 +31,23 @@ def test_a_run_logs_only_our_lines_below_warning(connected, caplog, capsys) -> N
     assert any(m.startswith("Token from secret ws-beta-pat") for m in ours)
     assert any(m.startswith("Run summary for reliability") for m in ours)
     assert "Request headers" not in out and "Client id:" not in out
+
+
+def test_an_account_run_with_a_managed_identity_logs_only_our_lines_below_warning(
+    connected, caplog, capsys
+) -> None:
+    from .test_account_target import account_workspace
+
+    caplog.set_level(logging.INFO)
+    ws = account_workspace(connected, groups=("Data Engineers",))
+    summary = tasks.add_missing_users(ws, tasks.fetch_token(ws), tasks.resolve_members(ws), {})
+    assert summary["target"] == "account" and summary["failed"] == 0
+
+    seen = {(logging.getLevelName(r.levelno).lower(), r.name) for r in caplog.records}
+    out = capsys.readouterr().out
+    seen |= {(m["level"], m["logger"]) for m in LOGGER_OF_LINE.finditer(out)}
+    foreign = sorted(name for level, name in seen if level in ("info", "debug") and not name.startswith(OURS))
+    assert foreign == []
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(OURS)]
+    assert any(m.startswith("Connection databricks_mi (managed identity) authenticates to") for m in ours)
+    assert "sbx-at." not in out and not any("sbx-at." in m for m in ours)
