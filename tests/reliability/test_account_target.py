@@ -258,3 +258,23 @@ def test_killed_mid_way_then_retried_creates_and_assigns_everyone_exactly_once(c
     assert len(puts) == size - 3  # one successful assignment per member without access, both attempts
     assert summary["failed"] == 0
     assert summary["added"] == size - 3 - first
+
+
+def test_an_assignment_outage_is_retried_in_one_layer_and_reported_per_user(connected) -> None:
+    """A 503 on every assignment: each PUT is retried by the request policy alone (not again by the
+    wait for new principals), each member is reported with its reason, and Airflow's retry is left to act."""
+    from entra_provisioning.hooks.scim import DatabricksScimHook
+    from entra_provisioning.tasks import UsersNotAddedError
+
+    connected.control.reset(account_seed(connected))
+    connected.control.set_faults([{"system": "account", "endpoint": "account.assignments.put", "rate_503": 1.0}])
+    ws = account_workspace(connected)
+    with pytest.raises(UsersNotAddedError, match=r"7 user\(s\) could not be added") as info:
+        run_all(ws)
+    assert "created in the account but not assigned" in str(info.value)
+    puts = connected.control.log(endpoint="account.assignments.put")
+    assert len(puts) == 7 * DatabricksScimHook.default_retry_policy.attempts
+    connected.control.clear_faults()
+    # Airflow's retry: the five now in the account are assigned, nobody is created twice.
+    summary = run_all(ws)
+    assert (summary["added"], summary["to_create"], summary["failed"]) == (7, 0, 0)

@@ -348,7 +348,8 @@ class DatabricksScimHook(BaseHook):
                     raise ScimThrottleCeilingError(
                         self.retry_policy.ceiling_message("Databricks", hint or 0.0), retry_after=hint
                     )
-                self.pacer.hold_off(hint if hint is not None else self.retry_policy.backoff_base)
+                # The throttled kind of call backs off (creates, when the call has no pace of its own).
+                (pacer or self.pacer).hold_off(hint if hint is not None else self.retry_policy.backoff_base)
                 raise kind(f"throttled (HTTP {response.status_code})", retry_after=hint)
             if issubclass(kind, ScimUnavailableError):
                 ambiguous = True
@@ -610,13 +611,18 @@ class DatabricksScimHook(BaseHook):
         """
 
         def once() -> None:
-            response = self._request(
-                "PUT",
-                "permissionassignments",
-                path=self._assignments_path(workspace_id, principal_id),
-                json={"permissions": [USER_PERMISSION]},
-                pacer=self.assign_pacer,
-            )
+            try:
+                response = self._request(
+                    "PUT",
+                    "permissionassignments",
+                    path=self._assignments_path(workspace_id, principal_id),
+                    json={"permissions": [USER_PERMISSION]},
+                    pacer=self.assign_pacer,
+                )
+            except ScimUnavailableError as exc:
+                # Throttling and outages were retried by the request's own policy already: they must not be
+                # retried again here (one retry layer per kind of failure), only carried out.
+                raise _CarriedOut(exc) from None
             if response.status == 200:
                 return
             detail = _error_detail_of(response.body)
@@ -630,9 +636,12 @@ class DatabricksScimHook(BaseHook):
                 f"{attempts} attempts ({exc}); the next run assigns it"
             )
 
-        self.assignable_policy.call(
-            once, what=f"assignment of principal {principal_id}", log=self.log, give_up=give_up
-        )
+        try:
+            self.assignable_policy.call(
+                once, what=f"assignment of principal {principal_id}", log=self.log, give_up=give_up
+            )
+        except _CarriedOut as carried:
+            raise carried.error from None
 
     def provision_account_users(
         self,
@@ -703,6 +712,14 @@ class DatabricksScimHook(BaseHook):
         for names in (results.added, results.created, results.existed):
             names.sort()
         return results
+
+
+class _CarriedOut(Exception):
+    """Carries a request's own final error through the assignable-wait policy untouched."""
+
+    def __init__(self, error: ScimUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _error_detail_of(body: Any) -> str:
