@@ -11,7 +11,9 @@ What is timed in each process is the task's work: reading its upstream XComs, th
 its XCom (``json.dumps``). For ``resolve_members`` that is the Graph group look-up and transitive
 members (msgraph-sdk, through the Airflow msgraph connection) and member resolution; for
 ``add_missing_users`` the Key Vault read of the pinned token version, the SCIM user list, the plan, the
-guard and the creates. The modules a task imports lazily are imported before the clock starts (an
+guard and the creates (for an account-target entry: a token from the managed identity's Databricks
+connection, the account's user list, the workspace's permission assignments, the assigned groups'
+members, the plan, then creates and assignments). The modules a task imports lazily are imported before the clock starts (an
 Airflow worker pays that once per task process too; it is reported as ``import_seconds``).
 ``fetch_token`` runs first, untimed, and its requests are cleared from the sandbox log: it is a fixed
 cost per run (Key Vault, ``/Me`` and a one-user list), the same whatever the tenant size.
@@ -93,6 +95,7 @@ def run_task(
     concurrency: int,
     creates_per_second: float,
     xcom_dir: Path,
+    *,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one task body as its Airflow task process would; its XCom goes to ``xcom_dir/<task>.json``.
@@ -108,7 +111,7 @@ def run_task(
     saved = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:
-        return _run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options or {})
+        return _run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options=options or {})
     finally:
         for key, value in saved.items():
             if value is None:
@@ -123,6 +126,7 @@ def _run_task(
     concurrency: int,
     creates_per_second: float,
     xcom_dir: Path,
+    *,
     options: Mapping[str, Any],
 ) -> dict[str, Any]:
     import_started = time.perf_counter()
@@ -216,7 +220,7 @@ def task_in_this_process(endpoints: Mapping[str, Any]) -> Runner:
     def runner(
         task: str, concurrency: int, creates_per_second: float, xcom_dir: Path, options: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options)
+        return run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options=options)
 
     return runner
 
@@ -269,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.endpoints, encoding="utf-8") as handle:
         endpoints = json.load(handle)
     result = run_task(
-        args.task, endpoints, args.concurrency, args.creates_per_second, args.xcom_dir, json.loads(args.options)
+        args.task,
+        endpoints,
+        args.concurrency,
+        args.creates_per_second,
+        args.xcom_dir,
+        options=json.loads(args.options),
     )
     sys.stdout.write(json.dumps(result) + "\n")
     return 0

@@ -188,7 +188,10 @@ def scenarios(mode: str) -> list[Scenario]:
             4,
             5,
             0,
-            {"rates": {**ACCOUNT_WRITE_RATES, "scim.users.list": 4, "scim.groups.get": 20}, "assignable_delay_ms": 0},
+            {
+                "rates": {**ACCOUNT_WRITE_RATES, "scim.users.list": 4, "scim.groups.get": 20},
+                "assignable_delay_ms": 0,
+            },
             target="account",
         ),
         # Account target, reads: 10,000 account users, every member with access already (9,000 directly,
@@ -417,7 +420,9 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         result["floor"] = account_floor(sc)
         floor = result["floor"]["requests"]
         o = result["ours"]
-        o["add_time_over_write_floor"] = o["add_seconds"] / result["floor"]["write_seconds"] if sc.missing_count else None
+        o["add_time_over_write_floor"] = (
+            o["add_seconds"] / result["floor"]["write_seconds"] if sc.missing_count else None
+        )
     else:
         graph_pages = math.ceil(sc.members / GRAPH_PAGE)
         lookups = 1
@@ -518,7 +523,9 @@ def account_floor(sc: Scenario) -> dict[str, Any]:
     requests = graph_pages + 1 + list_pages + 1 + group_gets + creates + assignments
     limit = sc.limits.get("rates", {})
     create_rate = float(limit.get("scim.users.create") or sc.creates_per_second)
-    assign_rate = float(limit.get("account.assignments.put") or sc.entry_value("account_max_assignments_per_second"))
+    assign_rate = float(
+        limit.get("account.assignments.put") or sc.entry_value("account_max_assignments_per_second")
+    )
     write_seconds = max(creates / create_rate, assignments / assign_rate)
     # Reads are sequential: at the injected latency, and no faster than the list pace allows.
     sequential = graph_pages + 1 + list_pages + 1 + group_gets
@@ -689,6 +696,10 @@ def _packages(names: list[str]) -> list[str]:
     return [("the DAG file" if name.startswith("unusual_prefix_") else name) for name in names]
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _writes_cell(r: dict[str, Any]) -> str:
     o = r["ours"]
     if r.get("target") == "account":
@@ -709,9 +720,10 @@ def _account_line(r: dict[str, Any]) -> str:
         f"{r['config']['account_max_list_calls_per_minute']:g} list calls/min, "
         f"{r['config']['scim_concurrency']} workers. "
         f"Requests {o['floor_requests']:,} / floor {fl['requests']:,} = {o['requests_over_floor']:.3f}x "
-        f"(floor: {fl['graph_pages']} Graph pages + 1 group look-up + {fl['account_list_pages']} account list "
-        f"pages + 1 assignment list + {fl['account_group_gets']} group GETs + {fl['creates']:,} creates + "
-        f"{fl['assignment_puts']:,} assignments). "
+        f"(floor: {_n(fl['graph_pages'], 'Graph page')} + 1 group look-up + "
+        f"{_n(fl['account_list_pages'], 'account list page')} + 1 assignment list + "
+        f"{_n(fl['account_group_gets'], 'group GET')} + {_n(fl['creates'], 'create')} + "
+        f"{_n(fl['assignment_puts'], 'assignment')}). "
     )
     if o.get("add_time_over_write_floor") is not None:
         text += (
@@ -948,7 +960,27 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "e2_429": str(e2["creates_429"]),
         "e2_posts": f"{e2['posts']:,}",
         "e2_over_limit": f"{e2['time_over_n_by_limit']:.3f}",
+        "account_figures": _account_figures(by),
     }
+
+
+def _account_figures(by: dict[str, dict[str, Any]]) -> str:
+    """The benchmarks page's sentence on (f) and (g); a run from before they existed says so."""
+    if "f" not in by or "g" not in by:
+        return (
+            "Not in this run: the scenarios were added after it, and the next full `make bench` measures "
+            "them."
+        )
+    f, g = by["f"]["ours"], by["g"]["ours"]
+    return (
+        f"(f) `add_missing_users` took {_fmt_s(f['add_seconds'])}, {f['add_time_over_write_floor']:.3f}× the "
+        f"write floor of {_fmt_s(by['f']['floor']['write_seconds'])}, with {f['writes_429']} of "
+        f"{f['writes']:,} writes answered 429. (g) made {g['floor_requests']:,} requests against a floor of "
+        f"{by['g']['floor']['requests']:,} ({g['requests_over_floor']:.3f}×: "
+        f"{by['g']['floor']['account_list_pages']} account list pages, one assignment list, "
+        f"{by['g']['floor']['account_group_gets']} group GETs beside Graph's "
+        f"{by['g']['floor']['graph_pages'] + 1}) and {g['writes']} writes."
+    )
 
 
 def docs_page(results: dict[str, Any], template: str | None = None) -> str:

@@ -140,13 +140,19 @@ def account_scenario_seed(
     account["users"] = [user_name(i) for i in existing]
     if any(groups.values()):
         account["groups"] = [
-            {"displayName": READERS, "members": [user_name(i) for i in groups[READERS]] + [f"group:{NESTED}"]},
+            {
+                "displayName": READERS,
+                "members": [user_name(i) for i in groups[READERS]] + [f"group:{NESTED}"],
+            },
             {"displayName": NESTED, "members": [user_name(i) for i in groups[NESTED]]},
             {"displayName": ANALYSTS, "members": [user_name(i) for i in groups[ANALYSTS]]},
         ]
     assignments: list[dict[str, Any]] = [{"user": user_name(i), "permissions": ["USER"]} for i in direct]
     if any(groups.values()):
-        assignments += [{"group": READERS, "permissions": ["USER"]}, {"group": ANALYSTS, "permissions": ["USER"]}]
+        assignments += [
+            {"group": READERS, "permissions": ["USER"]},
+            {"group": ANALYSTS, "permissions": ["USER"]},
+        ]
     account["assignments"] = {WORKSPACE: assignments}
     seed["account"] = account
     return seed
