@@ -11,7 +11,9 @@ What is timed in each process is the task's work: reading its upstream XComs, th
 its XCom (``json.dumps``). For ``resolve_members`` that is the Graph group look-up and transitive
 members (msgraph-sdk, through the Airflow msgraph connection) and member resolution; for
 ``add_missing_users`` the Key Vault read of the pinned token version, the SCIM user list, the plan, the
-guard and the creates. The modules a task imports lazily are imported before the clock starts (an
+guard and the creates (for an account-target entry: a token from the managed identity's Databricks
+connection, the account's user list, the workspace's permission assignments, the assigned groups'
+members, the plan, then creates and assignments). The modules a task imports lazily are imported before the clock starts (an
 Airflow worker pays that once per task process too; it is reported as ``import_seconds``).
 ``fetch_token`` runs first, untimed, and its requests are cleared from the sandbox log: it is a fixed
 cost per run (Key Vault, ``/Me`` and a one-user list), the same whatever the tenant size.
@@ -56,8 +58,13 @@ _LAZY_IMPORTS: dict[str, tuple[str, ...]] = {
         "airflow.providers.microsoft.azure.utils",
         "entra_provisioning.hooks.key_vault",
         "entra_provisioning.hooks.scim",
+        # The account target's token source (a Databricks connection).
+        "entra_provisioning.hooks.databricks_auth",
     ),
 }
+
+#: A task runner: (task, scim_concurrency, scim_max_creates_per_second, XCom directory, more entry keys).
+Runner = Callable[[str, int, float, Path, Mapping[str, Any]], dict[str, Any]]
 
 
 def _max_rss_kb() -> int:
@@ -83,9 +90,18 @@ def _xcom_file(xcom_dir: Path, task: str) -> Path:
 
 
 def run_task(
-    task: str, endpoints: Mapping[str, Any], concurrency: int, creates_per_second: float, xcom_dir: Path
+    task: str,
+    endpoints: Mapping[str, Any],
+    concurrency: int,
+    creates_per_second: float,
+    xcom_dir: Path,
+    *,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run one task body as its Airflow task process would; its XCom goes to ``xcom_dir/<task>.json``."""
+    """Run one task body as its Airflow task process would; its XCom goes to ``xcom_dir/<task>.json``.
+
+    :param options: more keys of the bench entry (``target: account``, account paces).
+    """
     from demo.sandbox_airflow import connections_env
     from sandbox.client import env_for
 
@@ -95,7 +111,7 @@ def run_task(
     saved = {key: os.environ.get(key) for key in wanted}
     os.environ.update(wanted)
     try:
-        return _run_task(task, endpoints, concurrency, creates_per_second, xcom_dir)
+        return _run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options=options or {})
     finally:
         for key, value in saved.items():
             if value is None:
@@ -105,7 +121,13 @@ def run_task(
 
 
 def _run_task(
-    task: str, endpoints: Mapping[str, Any], concurrency: int, creates_per_second: float, xcom_dir: Path
+    task: str,
+    endpoints: Mapping[str, Any],
+    concurrency: int,
+    creates_per_second: float,
+    xcom_dir: Path,
+    *,
+    options: Mapping[str, Any],
 ) -> dict[str, Any]:
     import_started = time.perf_counter()
     import airflow.sdk  # noqa: F401  (what every Airflow task process has loaded)
@@ -117,7 +139,9 @@ def _run_task(
     for module in _LAZY_IMPORTS[task]:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
-    (ws,) = parse_config(workspaces_yaml(endpoints, concurrency, creates_per_second), "bench.yaml").workspaces
+    (ws,) = parse_config(
+        workspaces_yaml(endpoints, concurrency, creates_per_second, options), "bench.yaml"
+    ).workspaces
     import_seconds = time.perf_counter() - import_started
     rss_after_import = _current_rss_kb()
 
@@ -157,12 +181,12 @@ def _run_task(
     return out
 
 
-def task_in_fresh_process(
-    endpoints_file: str, env: Mapping[str, str], timeout: float
-) -> Callable[[str, int, float, Path], dict[str, Any]]:
+def task_in_fresh_process(endpoints_file: str, env: Mapping[str, str], timeout: float) -> Runner:
     """A runner that starts ``python -m bench.ours --task …`` for each task, as Airflow would."""
 
-    def runner(task: str, concurrency: int, creates_per_second: float, xcom_dir: Path) -> dict[str, Any]:
+    def runner(
+        task: str, concurrency: int, creates_per_second: float, xcom_dir: Path, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
         args = [
             sys.executable,
             "-m",
@@ -177,6 +201,8 @@ def task_in_fresh_process(
             str(creates_per_second),
             "--xcom-dir",
             str(xcom_dir),
+            "--options",
+            json.dumps(dict(options)),
         ]
         done = subprocess.run(
             args, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
@@ -188,27 +214,33 @@ def task_in_fresh_process(
     return runner
 
 
-def task_in_this_process(endpoints: Mapping[str, Any]) -> Callable[[str, int, float, Path], dict[str, Any]]:
+def task_in_this_process(endpoints: Mapping[str, Any]) -> Runner:
     """A runner that calls :func:`run_task` here: the same code path, for the smoke test."""
 
-    def runner(task: str, concurrency: int, creates_per_second: float, xcom_dir: Path) -> dict[str, Any]:
-        return run_task(task, endpoints, concurrency, creates_per_second, xcom_dir)
+    def runner(
+        task: str, concurrency: int, creates_per_second: float, xcom_dir: Path, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return run_task(task, endpoints, concurrency, creates_per_second, xcom_dir, options=options)
 
     return runner
 
 
 def run(
-    runner: Callable[[str, int, float, Path], dict[str, Any]],
+    runner: Runner,
     concurrency: int,
     creates_per_second: float,
     clear_log: Callable[[], None],
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Provision the bench workspace once, one task after the other; return the figures."""
+    """Provision the bench workspace once, one task after the other; return the figures.
+
+    :param options: more keys of the bench entry (``target: account`` and the account paces).
+    """
     with tempfile.TemporaryDirectory(prefix="bench-xcom-") as tmp:
         xcom_dir = Path(tmp)
         per_task: dict[str, dict[str, Any]] = {}
         for task in TASKS:
-            per_task[task] = runner(task, concurrency, creates_per_second, xcom_dir)
+            per_task[task] = runner(task, concurrency, creates_per_second, xcom_dir, dict(options or {}))
             if task == "fetch_token":
                 clear_log()
     resolve, add = per_task["resolve_members"], per_task["add_missing_users"]
@@ -235,11 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--creates-per-second", type=float, required=True)
     parser.add_argument("--xcom-dir", type=Path, required=True, help="where task XComs are read/written")
+    parser.add_argument("--options", default="{}", help="more keys of the bench entry, as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with open(args.endpoints, encoding="utf-8") as handle:
         endpoints = json.load(handle)
-    result = run_task(args.task, endpoints, args.concurrency, args.creates_per_second, args.xcom_dir)
+    result = run_task(
+        args.task,
+        endpoints,
+        args.concurrency,
+        args.creates_per_second,
+        args.xcom_dir,
+        options=json.loads(args.options),
+    )
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

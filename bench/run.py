@@ -8,6 +8,8 @@ report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A
     python -m bench.run --quick          # the baseline sampled in (a) too (about 5 minutes)
     python -m bench.run --smoke          # tiny sizes, no targets: what `make test` runs
     python -m bench.run --render-only    # no run: rewrite full.md and docs/benchmarks.md from full.json
+    python -m bench.run --only f,g       # only these scenarios (and no parse, unless named): written to
+                                         # bench/results/partial.{md,json}; --quick/--smoke sizes apply
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
@@ -43,6 +45,7 @@ JITTER_MS = 10.0
 MEAN_LATENCY_S = (LATENCY_MS + JITTER_MS / 2) / 1000
 GRAPH_PAGE = 999
 SCIM_PAGE = 10_000
+ACCOUNT_PAGE = 100
 SUBPROCESS_TIMEOUT = 900
 
 
@@ -58,6 +61,10 @@ class Scenario:
     limits: dict[str, Any] = field(default_factory=dict)
     latency: bool = True
     repeats: int = 1  # runs of ours; the report keeps the median run and the spread
+    # "account": ws-bench is identity-federated and provisioned through the account (``limits`` are then
+    # the account's); "missing" members are absent from the account, the others exist there with access.
+    target: str = "workspace"
+    entry: dict[str, Any] = field(default_factory=dict)  # more keys of the bench entry (account paces)
 
     def existing(self) -> list[int]:
         if self.missing == "all":
@@ -69,6 +76,25 @@ class Scenario:
     @property
     def missing_count(self) -> int:
         return self.members - len(self.existing())
+
+    @property
+    def is_account(self) -> bool:
+        return self.target == "account"
+
+    def options(self) -> dict[str, Any]:
+        """The keys the bench entry gets beyond concurrency and the create pace."""
+        return {**({"target": "account"} if self.is_account else {}), **self.entry}
+
+    def entry_value(self, name: str) -> float:
+        """An account pace of the bench entry: the scenario's own, else the product's default."""
+        from entra_provisioning.config_fields import FIELDS
+
+        return float(self.entry.get(name, FIELDS[name].default))
+
+
+#: Account scenarios: the account API's reported read limits (20 GETs/s), and writes at the 5/s the
+#: product paces itself to by default. Creates and assignments are limited separately, side by side.
+ACCOUNT_WRITE_RATES = {"scim.users.create": 5, "account.assignments.put": 5}
 
 
 def scenarios(mode: str) -> list[Scenario]:
@@ -87,6 +113,30 @@ def scenarios(mode: str) -> list[Scenario]:
                 0,
                 {"rates": {"scim.users.create": 50}},
                 repeats=2,
+            ),
+            Scenario(
+                "f",
+                "account: all missing, write limits binding",
+                20,
+                "all",
+                4,
+                50,
+                0,
+                {"rates": {"scim.users.create": 50, "account.assignments.put": 50}, "assignable_delay_ms": 0},
+                target="account",
+                entry={"account_max_assignments_per_second": 50},
+            ),
+            Scenario(
+                "g",
+                "account: none missing",
+                250,
+                "none",
+                4,
+                50,
+                0,
+                {"rates": {"scim.users.list": 50, "scim.groups.get": 20}},
+                target="account",
+                entry={"account_max_list_calls_per_minute": 3000},
             ),
         ]
     # The baseline is sequential, so a random sample predicts its full run well (checked on (a), which
@@ -126,6 +176,38 @@ def scenarios(mode: str) -> list[Scenario]:
         # No injected latency: how many creates per second the sandbox and our client manage on this box.
         Scenario(
             "s", "sandbox ceiling: 2,000 creates, no latency", 2000, "all", 16, 10_000, 0, latency=False
+        ),
+        # Account target, writes: every member must be created in the account and then assigned, each
+        # at 5/s (the server's limits and our default paces); creates and assignments are pipelined.
+        # No propagation delay (assignable_delay_ms 0): the floor is the write limits' alone.
+        Scenario(
+            "f",
+            "account: 250 members, all missing, 5 creates/s + 5 assignments/s limits",
+            250,
+            "all",
+            4,
+            5,
+            0,
+            {
+                "rates": {**ACCOUNT_WRITE_RATES, "scim.users.list": 4, "scim.groups.get": 20},
+                "assignable_delay_ms": 0,
+            },
+            target="account",
+        ),
+        # Account target, reads: 10,000 account users, every member with access already (9,000 directly,
+        # 1,000 through two assigned groups, one with a nested group). The list limit is raised from the
+        # reported 240/min to 3,000/min on both sides, so that 100 pages take ~2 s rather than 25 s.
+        Scenario(
+            "g",
+            "account: 10,000 members, all with access",
+            10_000,
+            "none",
+            4,
+            5,
+            0,
+            {"rates": {**ACCOUNT_WRITE_RATES, "scim.users.list": 50, "scim.groups.get": 20}},
+            target="account",
+            entry={"account_max_list_calls_per_minute": 3000},
         ),
     ]
 
@@ -218,20 +300,45 @@ def _endpoint_total(
 
 
 def _floor_system(system: str) -> bool:
-    return system == "graph" or system.startswith("workspace:")
+    return system == "graph" or system.startswith("workspace:") or system == "account"
+
+
+_WRITE_SUFFIXES = (".create", ".put", ".patch", ".delete")
+
+
+def _writes(counts: dict[str, dict[str, dict[str, int]]], status: str | None = None) -> int:
+    """Write requests to Databricks (workspaces and account): creates, PUTs, PATCHes and DELETEs."""
+    return sum(
+        n
+        for system, eps in counts.items()
+        if system == "account" or system.startswith("workspace:")
+        for name, statuses in eps.items()
+        if name.endswith(_WRITE_SUFFIXES)
+        for s, n in statuses.items()
+        if status is None or s == status
+    )
+
+
+def _account_users(state: dict[str, Any]) -> int | None:
+    account = state.get("account")
+    return int(account["users"]) if isinstance(account, dict) else None
 
 
 # ------------------------------------------------------------------------------------------ scenarios
 
 
 def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -> dict[str, Any]:
-    from bench.world import GROUP, WORKSPACE, scenario_seed
+    from bench.world import GROUP, WORKSPACE, account_scenario_seed, scenario_seed
 
     control = sb.control
     endpoints_file = str(Path(sb.endpoints["state_dir"]) / "endpoints.json")
     faults = [{"system": "*", "latency_ms": LATENCY_MS, "jitter_ms": JITTER_MS}] if sc.latency else []
-    seed = scenario_seed(sc.members, sc.existing(), sc.limits)
-    existing_users = len(sc.existing()) + 1  # the admin who owns the token
+    if sc.is_account:
+        seed = account_scenario_seed(sc.members, sc.existing(), sc.limits)
+        existing_users = len(sc.existing())  # the token is the managed identity's, not a user's
+    else:
+        seed = scenario_seed(sc.members, sc.existing(), sc.limits)
+        existing_users = len(sc.existing()) + 1  # the admin who owns the token
 
     def prepare() -> None:
         control.reset(seed)
@@ -243,6 +350,18 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         "scim_concurrency": sc.concurrency,
         "scim_max_creates_per_second": sc.creates_per_second,
     }
+    if sc.is_account:
+        result["target"] = "account"
+        result["config"].update(
+            {
+                name: sc.entry_value(name)
+                for name in (
+                    "account_max_assignments_per_second",
+                    "account_max_reads_per_second",
+                    "account_max_list_calls_per_minute",
+                )
+            }
+        )
     result["sandbox_limits"] = sc.limits
 
     # ---- ours: each task in a process of its own, XComs handed over as JSON, as Airflow runs them.
@@ -257,9 +376,10 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
     for _ in range(sc.repeats):
         prepare()
         cpu_before = _proc_cpu_seconds(sb.proc.pid)
-        ours_out = ours.run(runner, sc.concurrency, sc.creates_per_second, control.clear_log)
+        ours_out = ours.run(runner, sc.concurrency, sc.creates_per_second, control.clear_log, sc.options())
         sandbox_cpu = _proc_cpu_seconds(sb.proc.pid) - cpu_before
         counts = control.counts()
+        state = control.state()
         summary = ours_out.pop("summary")
         run_figures = {
             **ours_out,
@@ -273,8 +393,21 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
             "failed": summary.get("failed"),
             "posts": _endpoint_total(counts, "scim.users.create"),
             "creates_429": _endpoint_total(counts, "scim.users.create", "429"),
-            "workspace_users_after": _workspace_user_count(control.state(), WORKSPACE),
+            "workspace_users_after": _workspace_user_count(state, WORKSPACE),
+            "writes": _writes(counts),
+            "writes_429": _writes(counts, "429"),
         }
+        if sc.is_account:
+            run_figures.update(
+                {
+                    "puts": _endpoint_total(counts, "account.assignments.put"),
+                    "puts_429": _endpoint_total(counts, "account.assignments.put", "429"),
+                    "created_in_account": summary.get("created_in_account"),
+                    "access_direct": summary.get("access_direct"),
+                    "access_via_group": summary.get("access_via_group"),
+                    "account_users_after": _account_users(state),
+                }
+            )
         runs.append(run_figures)
     # The median run stands for the scenario (an odd number of runs has one); the others give the spread.
     by_time = sorted(runs, key=lambda run: float(run["seconds"]))
@@ -283,29 +416,37 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
     result["ours"]["run_creates_429"] = [run["creates_429"] for run in runs]
 
     # ---- floors
-    graph_pages = math.ceil(sc.members / GRAPH_PAGE)
-    lookups = 1
-    list_pages = max(1, math.ceil(existing_users / SCIM_PAGE))
-    floor = graph_pages + lookups + list_pages + sc.missing_count
-    result["floor"] = {
-        "graph_pages": graph_pages,
-        "group_lookups": lookups,
-        "scim_list_pages": list_pages,
-        "posts": sc.missing_count,
-        "requests": floor,
-    }
-    sequential = graph_pages + lookups + list_pages
-    create_rounds = math.ceil(sc.missing_count / sc.concurrency) if sc.missing_count else 0
-    latency_floor = (sequential + create_rounds) * MEAN_LATENCY_S if sc.latency else 0.0
-    pace_floor = sc.missing_count / sc.creates_per_second
-    result["floor"]["latency_seconds"] = max(latency_floor, pace_floor)
+    if sc.is_account:
+        result["floor"] = account_floor(sc)
+        floor = result["floor"]["requests"]
+        o = result["ours"]
+        o["add_time_over_write_floor"] = (
+            o["add_seconds"] / result["floor"]["write_seconds"] if sc.missing_count else None
+        )
+    else:
+        graph_pages = math.ceil(sc.members / GRAPH_PAGE)
+        lookups = 1
+        list_pages = max(1, math.ceil(existing_users / SCIM_PAGE))
+        floor = graph_pages + lookups + list_pages + sc.missing_count
+        result["floor"] = {
+            "graph_pages": graph_pages,
+            "group_lookups": lookups,
+            "scim_list_pages": list_pages,
+            "posts": sc.missing_count,
+            "requests": floor,
+        }
+        sequential = graph_pages + lookups + list_pages
+        create_rounds = math.ceil(sc.missing_count / sc.concurrency) if sc.missing_count else 0
+        latency_floor = (sequential + create_rounds) * MEAN_LATENCY_S if sc.latency else 0.0
+        pace_floor = sc.missing_count / sc.creates_per_second
+        result["floor"]["latency_seconds"] = max(latency_floor, pace_floor)
     result["ours"]["requests_over_floor"] = result["ours"]["floor_requests"] / floor
     if result["floor"]["latency_seconds"]:
         result["ours"]["time_over_latency_floor"] = (
             result["ours"]["seconds"] / result["floor"]["latency_seconds"]
         )
     limit = sc.limits.get("rates", {}).get("scim.users.create")
-    if limit:
+    if limit and not sc.is_account:
         result["limit_per_second"] = limit
         n_by_limit = sc.members / limit
         result["ours"]["time_over_n_by_limit"] = result["ours"]["seconds"] / n_by_limit
@@ -354,6 +495,57 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         result["baseline"] = base
         result["ratio"] = base["time"] / result["ours"]["seconds"]
     return result
+
+
+def account_floor(sc: Scenario) -> dict[str, Any]:
+    """The floors of an account-target scenario.
+
+    Requests: the Graph floor the workspace scenarios count (``ceil(members/999)`` pages + 1 group
+    look-up), then the read path — ``ceil(account users/100)`` list pages (the account caps pages at
+    100; one page when the account has no user), one assignment list, one GET per assigned group and per
+    group nested in one — then one create per member the account lacks and one assignment PUT per member
+    without access.
+
+    Time (``write_seconds``): creates and assignments are limited separately (5/s each here) and run side
+    by side, each member's assignment right after its create, so the slower of the two streams sets the
+    floor: ``max(creates / create limit, assignments / assignment limit)`` = N/5 s when both are 5/s —
+    not their sum. The last assignment follows the last create by a round trip, and the token buckets
+    start full (a burst of one second's worth), which move the true floor by well under a second either
+    way at N = 250.
+    """
+    from bench.world import account_groups_read
+
+    existing = sc.existing()
+    graph_pages = math.ceil(sc.members / GRAPH_PAGE)
+    list_pages = max(1, math.ceil(len(existing) / ACCOUNT_PAGE))
+    group_gets = account_groups_read(existing)
+    creates = assignments = sc.missing_count  # missing = absent from the account, hence without access
+    requests = graph_pages + 1 + list_pages + 1 + group_gets + creates + assignments
+    limit = sc.limits.get("rates", {})
+    create_rate = float(limit.get("scim.users.create") or sc.creates_per_second)
+    assign_rate = float(
+        limit.get("account.assignments.put") or sc.entry_value("account_max_assignments_per_second")
+    )
+    write_seconds = max(creates / create_rate, assignments / assign_rate)
+    # Reads are sequential: at the injected latency, and no faster than the list pace allows.
+    sequential = graph_pages + 1 + list_pages + 1 + group_gets
+    list_rate = sc.entry_value("account_max_list_calls_per_minute") / 60.0
+    read_seconds = max(sequential * MEAN_LATENCY_S if sc.latency else 0.0, (list_pages + 1 - 1) / list_rate)
+    return {
+        "graph_pages": graph_pages,
+        "group_lookups": 1,
+        "account_list_pages": list_pages,
+        "assignment_lists": 1,
+        "account_group_gets": group_gets,
+        "read_requests": graph_pages + 1 + list_pages + 1 + group_gets,
+        "creates": creates,
+        "assignment_puts": assignments,
+        "posts": creates,
+        "requests": requests,
+        "write_seconds": write_seconds,
+        "read_seconds": read_seconds,
+        "latency_seconds": read_seconds + write_seconds,
+    }
 
 
 def _workspace_user_count(state: dict[str, Any], workspace: str) -> int | None:
@@ -421,6 +613,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{e['creates_429']} of {e['posts']} ({share:.1%})",
             share < 0.05,
         )
+    if "f" in by and by["f"]["ours"].get("add_time_over_write_floor") is not None:
+        f, fo = by["f"], by["f"]["ours"]
+        ratio = fo["add_time_over_write_floor"]
+        share = fo["writes_429"] / max(1, fo["writes"])
+        add(
+            "(f) add_missing_users time <= 1.15x the write floor (N/5 s: creates and assignments at 5/s each, "
+            "side by side)",
+            f"{fo['add_seconds']:.2f} s / {f['floor']['write_seconds']:.2f} s = {ratio:.3f}x",
+            ratio <= 1.15,
+        )
+        add(
+            "(f) < 1% of writes answered 429",
+            f"{fo['writes_429']} of {fo['writes']} ({share:.1%}; creates {fo['creates_429']} of {fo['posts']}, "
+            f"assignments {fo['puts_429']} of {fo['puts']})",
+            share < 0.01,
+        )
+    if "g" in by:
+        g, go = by["g"], by["g"]["ours"]
+        add(
+            "(g) requests <= 1.02x the read-path floor",
+            f"{go['floor_requests']} / {g['floor']['requests']} = {go['requests_over_floor']:.3f}x",
+            go["requests_over_floor"] <= 1.02,
+        )
+        add("(g) no writes", f"{go['writes']} writes", go["writes"] == 0)
     memory = results.get("memory", {})
     if "100000" in memory:
         tasks = memory["100000"]["tasks"]
@@ -480,6 +696,51 @@ def _packages(names: list[str]) -> list[str]:
     return [("the DAG file" if name.startswith("unusual_prefix_") else name) for name in names]
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _writes_cell(r: dict[str, Any]) -> str:
+    o = r["ours"]
+    if r.get("target") == "account":
+        return f"{o['posts']:,} + {o['puts']:,} PUTs ({o['writes_429']} x 429)"
+    return f"{o['posts']:,} ({o['creates_429']} x 429)"
+
+
+def _account_line(r: dict[str, Any]) -> str:
+    """One scenario of the account target, in words: its floors and what it did."""
+    o, fl, lim = r["ours"], r["floor"], r["sandbox_limits"]
+    rates = ", ".join(f"{k} {v:g}/s" for k, v in sorted(lim.get("rates", {}).items())) or "none"
+    text = (
+        f"({r['scenario']}) {r['title']}: sandbox account limits {rates}, page cap {ACCOUNT_PAGE}, "
+        f"assignable_delay_ms {lim.get('assignable_delay_ms', 0):g}; our paces "
+        f"{r['config']['scim_max_creates_per_second']:g} creates/s, "
+        f"{r['config']['account_max_assignments_per_second']:g} assignments/s, "
+        f"{r['config']['account_max_reads_per_second']:g} reads/s, "
+        f"{r['config']['account_max_list_calls_per_minute']:g} list calls/min, "
+        f"{r['config']['scim_concurrency']} workers. "
+        f"Requests {o['floor_requests']:,} / floor {fl['requests']:,} = {o['requests_over_floor']:.3f}x "
+        f"(floor: {_n(fl['graph_pages'], 'Graph page')} + 1 group look-up + "
+        f"{_n(fl['account_list_pages'], 'account list page')} + 1 assignment list + "
+        f"{_n(fl['account_group_gets'], 'group GET')} + {_n(fl['creates'], 'create')} + "
+        f"{_n(fl['assignment_puts'], 'assignment')}). "
+    )
+    if o.get("add_time_over_write_floor") is not None:
+        text += (
+            f"add_missing_users {_fmt_s(o['add_seconds'])} = {o['add_time_over_write_floor']:.3f}x the write "
+            f"floor of {_fmt_s(fl['write_seconds'])}; "
+        )
+    else:
+        text += f"add_missing_users {_fmt_s(o['add_seconds'])} (read floor {_fmt_s(fl['read_seconds'])}); "
+    text += (
+        f"{o['writes']:,} writes ({o['posts']:,} creates, {o['puts']:,} assignments), {o['writes_429']} answered "
+        f"429; {o['created_in_account']:,} created in the account and {o['added']:,} given access; "
+        f"{o['access_direct']:,} had access directly and {o['access_via_group']:,} through a group; the "
+        f"account has {o['account_users_after']:,} users after the run."
+    )
+    return text
+
+
 def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
@@ -487,7 +748,9 @@ def report(results: dict[str, Any]) -> str:
         f"load average at start {m['load_avg_start'][0]:.2f}, at end {m.get('load_avg_end', [0])[0]:.2f} "
         "(other work shares this machine, so wall times are noisy).",
         f"Latency injected on every request: {LATENCY_MS:g} ms + uniform 0-{JITTER_MS:g} ms "
-        f"(mean {MEAN_LATENCY_S * 1000:g} ms). Mode: {results['mode']}. Run took {results['seconds']:.0f} s.",
+        f"(mean {MEAN_LATENCY_S * 1000:g} ms). Mode: {results['mode']}"
+        + (f" (only {', '.join(results['only'])})" if results.get("only") else "")
+        + f". Run took {results['seconds']:.0f} s.",
         "",
         "| scenario | ours: config | ours | baseline | ratio | ours Graph+SCIM requests / floor | "
         "latency floor | ours / latency floor | POSTs (ours) |",
@@ -496,6 +759,8 @@ def report(results: dict[str, Any]) -> str:
     for r in results["scenarios"]:
         o = r["ours"]
         cfg = f"{r['config']['scim_concurrency']} workers, {r['config']['scim_max_creates_per_second']:g}/s"
+        if r.get("target") == "account":
+            cfg += f" + {r['config']['account_max_assignments_per_second']:g} assignments/s, account"
         base = "—"
         ratio = "—"
         if "baseline" in r:
@@ -509,11 +774,11 @@ def report(results: dict[str, Any]) -> str:
             f"| ({r['scenario']}) {r['title']} | {cfg} | {_fmt_s(o['seconds'])} | {base} | {ratio} | "
             f"{o['floor_requests']:,} / {r['floor']['requests']:,} = {o['requests_over_floor']:.3f}x | "
             f"{_fmt_s(lat) if lat else '—'} | "
-            f"{o['time_over_latency_floor']:.2f}x | {o['posts']:,} ({o['creates_429']} x 429) |"
+            f"{o['time_over_latency_floor']:.2f}x | {_writes_cell(r)} |"
             if lat
             else f"| ({r['scenario']}) {r['title']} | {cfg} | {_fmt_s(o['seconds'])} | {base} | {ratio} | "
             f"{o['floor_requests']:,} / {r['floor']['requests']:,} = {o['requests_over_floor']:.3f}x | — | — | "
-            f"{o['posts']:,} ({o['creates_429']} x 429) |"
+            f"{_writes_cell(r)} |"
         )
     for r in results["scenarios"]:
         if "limit_per_second" in r:
@@ -531,6 +796,19 @@ def report(results: dict[str, Any]) -> str:
                 + "; "
                 f"{o['creates_429']} of {o['posts']:,} create requests answered 429."
             )
+    account = [r for r in results["scenarios"] if r.get("target") == "account"]
+    if account:
+        lines += [
+            "",
+            "Account target (ws-bench identity-federated, reached through the account API with the managed "
+            "identity's Databricks connection): no naive baseline, the original script being workspace-only. "
+            "The requests floor counts Graph (pages + group look-up) as above, then account list pages "
+            f"(≤ {ACCOUNT_PAGE} users each), one assignment list, one GET per assigned or nested group, one "
+            "create per member the account lacks and one assignment per member without access; the write "
+            "floor is the slower of the create and assignment streams, which run side by side.",
+        ]
+        for r in account:
+            lines.append("\n" + _account_line(r))
     lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
     for r in results["scenarios"]:
         lines.append(f"- ({r['scenario']}) ours: {_counts_line(r['ours']['counts'])}")
@@ -682,7 +960,27 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "e2_429": str(e2["creates_429"]),
         "e2_posts": f"{e2['posts']:,}",
         "e2_over_limit": f"{e2['time_over_n_by_limit']:.3f}",
+        "account_figures": _account_figures(by),
     }
+
+
+def _account_figures(by: dict[str, dict[str, Any]]) -> str:
+    """The benchmarks page's sentence on (f) and (g); a run from before they existed says so."""
+    if "f" not in by or "g" not in by:
+        return (
+            "Not in this run: the scenarios were added after it, and the next full `make bench` measures "
+            "them."
+        )
+    f, g = by["f"]["ours"], by["g"]["ours"]
+    return (
+        f"(f) `add_missing_users` took {_fmt_s(f['add_seconds'])}, {f['add_time_over_write_floor']:.3f}× the "
+        f"write floor of {_fmt_s(by['f']['floor']['write_seconds'])}, with {f['writes_429']} of "
+        f"{f['writes']:,} writes answered 429. (g) made {g['floor_requests']:,} requests against a floor of "
+        f"{by['g']['floor']['requests']:,} ({g['requests_over_floor']:.3f}×: "
+        f"{by['g']['floor']['account_list_pages']} account list pages, one assignment list, "
+        f"{by['g']['floor']['account_group_gets']} group GETs beside Graph's "
+        f"{by['g']['floor']['graph_pages'] + 1}) and {g['writes']} writes."
+    )
 
 
 def docs_page(results: dict[str, Any], template: str | None = None) -> str:
@@ -743,11 +1041,12 @@ def run(
                 },
             }
     results["memory"] = memory
-    print("[bench] parse times ...", file=sys.stderr, flush=True)
-    if mode == "smoke":
-        results["parse"] = parse.measure(counts=(2, 3), repeats=2)
-    else:
-        results["parse"] = parse.measure(counts=(200, 1000), repeats=5)
+    if only is None or "parse" in only:
+        print("[bench] parse times ...", file=sys.stderr, flush=True)
+        if mode == "smoke":
+            results["parse"] = parse.measure(counts=(2, 3), repeats=2)
+        else:
+            results["parse"] = parse.measure(counts=(200, 1000), repeats=5)
     results["seconds"] = time.perf_counter() - started
     results["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     results["machine"]["load_avg_end"] = os.getloadavg()
@@ -755,11 +1054,15 @@ def run(
         results["targets"] = targets(results)
     text = report(results)
     results["report"] = text
+    if only is not None:
+        results["only"] = sorted(only)
     if out_dir is not None:
+        # A partial run never overwrites a full or quick run's files, nor the benchmarks page.
+        name = "partial" if only is not None else mode
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{mode}.json").write_text(json.dumps(results, indent=1, default=str))
-        (out_dir / f"{mode}.md").write_text(text + "\n")
-        if mode == "full" and out_dir == RESULTS:
+        (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
+        (out_dir / f"{name}.md").write_text(text + "\n")
+        if mode == "full" and only is None and out_dir == RESULTS:
             DOCS_PAGE.write_text(docs_page(results))
     return results
 
@@ -779,6 +1082,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JSON",
         help="run nothing: rewrite full.md and docs/benchmarks.md from a full run's JSON (default full.json)",
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: {key.strip() for key in text.split(",") if key.strip()},
+        metavar="KEYS",
+        help="run only these scenarios (comma-separated keys, e.g. f,g; add 'parse' for the parse "
+        "comparison); the report goes to bench/results/partial.md and the benchmarks page is not written",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     parser.add_argument(
         "--out-dir", type=Path, default=RESULTS, help="with --render-only: where full.md goes"
@@ -793,7 +1103,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     # The smoke run stays in one process (it is short); the others time each run in a fresh process.
-    results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke)
+    if args.only is not None:
+        known = {sc.key for sc in scenarios(mode)} | {"parse"}
+        if args.only - known:
+            parser.error(f"--only: unknown keys {sorted(args.only - known)} (known: {sorted(known)})")
+    results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke, only=args.only)
     if args.json:
         args.json.write_text(json.dumps(results, default=str))
     print(results["report"])

@@ -4,6 +4,12 @@ Every scenario uses the same shape of data: one Entra group ``gen-000`` holding 
 (no guests, no disabled accounts, so members == Graph objects == provisionable users), and a Databricks
 workspace ``ws-bench`` that already holds a chosen subset of them plus its admin. Our path and the
 baseline run against the same reseed, one after the other.
+
+Account-target scenarios (:func:`account_scenario_seed`) make ``ws-bench`` identity-federated instead: its
+users come from the account, and a chosen subset of the members exists in the account with access to the
+workspace, most through direct assignments, the rest through assigned account groups (one of them
+nested). The bench entry then reaches the account with the managed identity ``airflow-mi`` (an account
+admin) through the Airflow ``databricks`` connection the demo uses.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from demo.sandbox_airflow import DATABRICKS_CONN_ID, DATABRICKS_IDENTITY
 from sandbox.client import DEMO_SEED
 from sandbox.model import read_seed_file
 
@@ -22,6 +29,9 @@ TOKEN = "dapi-bench-admin-0001"
 ADMIN = "admin@contoso.com"
 GROUP = "gen-000"
 DOMAIN = "contoso.onmicrosoft.com"
+WORKSPACE_ID = "4242424242424242"
+#: Account groups of the account scenarios: two assigned to the workspace, one nested in the first.
+READERS, NESTED, ANALYSTS = "bench-readers", "bench-readers-nested", "bench-analysts"
 
 
 def user_name(index: int) -> str:
@@ -37,14 +47,16 @@ def base_seed(limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
     seed["groups"] = []
     seed["servicePrincipals"] = []
     seed["devices"] = []
-    seed.pop("account", None)
+    # The start seed keeps an account (so that the sandbox serves the account API) with only the managed
+    # identity as its admin; workspace scenarios reseed without it, account scenarios with their own.
+    seed["account"] = _account(seed["account"]["account_id"], {})
     for vault in seed["vaults"]:
         if vault["name"] == VAULT:
             vault["secrets"] = [{"name": SECRET, "versions": [{"value": TOKEN, "exp": "+90d"}]}]
     seed["workspaces"] = [
         {
             "name": WORKSPACE,
-            "workspace_id": "4242424242424242",
+            "workspace_id": WORKSPACE_ID,
             "users": [],
             "groups": [{"displayName": "admins", "members": [ADMIN]}],
             "tokens": [{"token": TOKEN, "user": ADMIN, "admin": True}],
@@ -59,6 +71,13 @@ def scenario_seed(
 ) -> dict[str, Any]:
     """A reseed: ``members`` users in group ``gen-000``; the workspace already has users ``existing``."""
     seed = base_seed(limits)
+    seed.pop("account")
+    _generate(seed, members)
+    seed["workspaces"][0]["users"] = [user_name(i) for i in existing]
+    return seed
+
+
+def _generate(seed: dict[str, Any], members: int) -> None:
     seed["generate"] = {
         "users": members,
         "groups": 1,
@@ -68,7 +87,74 @@ def scenario_seed(
         "no_mail_ratio": 0.0,
         "seed": 7,
     }
-    seed["workspaces"][0]["users"] = [user_name(i) for i in existing]
+
+
+def _account(account_id: str, limits: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "users": [],
+        "groups": [],
+        "service_principals": [{"identity": DATABRICKS_IDENTITY, "admin": True}],
+        "assignments": {},
+        "limits": dict(limits),
+    }
+
+
+def account_access(existing: Iterable[int]) -> tuple[list[int], dict[str, list[int]]]:
+    """Who of ``existing`` has access how: (directly assigned, {account group: its user members}).
+
+    Nine in ten directly; every tenth through a group: a quarter of those in ``bench-readers``, a quarter
+    in ``bench-readers-nested`` (a member group of ``bench-readers``, not assigned itself), half in
+    ``bench-analysts``. Both assigned groups and the nested one are read once each.
+    """
+    direct: list[int] = []
+    groups: dict[str, list[int]] = {READERS: [], NESTED: [], ANALYSTS: []}
+    for i in existing:
+        if i % 10:
+            direct.append(i)
+        else:
+            groups[(READERS, NESTED, ANALYSTS, ANALYSTS)[(i // 10) % 4]].append(i)
+    return direct, groups
+
+
+def account_groups_read(existing: Iterable[int]) -> int:
+    """Account groups the read path must GET: each assigned group, and each group nested in one, once."""
+    _, groups = account_access(existing)
+    return len(groups) if any(groups.values()) else 0
+
+
+def account_scenario_seed(
+    members: int, existing: Iterable[int], limits: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A reseed for the account target: ``members`` users in group ``gen-000``; ``ws-bench`` is
+    identity-federated and empty but for the account users ``existing``, who all have access to it
+    (:func:`account_access`); ``limits`` are the account's."""
+    seed = base_seed()
+    _generate(seed, members)
+    ws = seed["workspaces"][0]
+    # No local users, groups or PATs: everything the workspace has comes from the account.
+    ws.update({"identity_federated": True, "users": [], "groups": [], "tokens": []})
+    account = _account(seed["account"]["account_id"], limits or {})
+    existing = list(existing)
+    direct, groups = account_access(existing)
+    account["users"] = [user_name(i) for i in existing]
+    if any(groups.values()):
+        account["groups"] = [
+            {
+                "displayName": READERS,
+                "members": [user_name(i) for i in groups[READERS]] + [f"group:{NESTED}"],
+            },
+            {"displayName": NESTED, "members": [user_name(i) for i in groups[NESTED]]},
+            {"displayName": ANALYSTS, "members": [user_name(i) for i in groups[ANALYSTS]]},
+        ]
+    assignments: list[dict[str, Any]] = [{"user": user_name(i), "permissions": ["USER"]} for i in direct]
+    if any(groups.values()):
+        assignments += [
+            {"group": READERS, "permissions": ["USER"]},
+            {"group": ANALYSTS, "permissions": ["USER"]},
+        ]
+    account["assignments"] = {WORKSPACE: assignments}
+    seed["account"] = account
     return seed
 
 
@@ -79,23 +165,51 @@ def write_base_seed(path: Path) -> Path:
     return path
 
 
-def workspaces_yaml(endpoints: Mapping[str, Any], concurrency: int, creates_per_second: float) -> str:
-    """The workspaces file an operator would write for the bench workspace."""
+def workspaces_yaml(
+    endpoints: Mapping[str, Any],
+    concurrency: int,
+    creates_per_second: float,
+    options: Mapping[str, Any] | None = None,
+) -> str:
+    """The workspaces file an operator would write for the bench workspace.
+
+    :param options: more keys of the entry; ``target: account`` makes it an account-target entry (the
+        account's id and host, the workspace id and the managed identity's Databricks connection).
+    """
     import yaml
 
-    document = {
-        "settings": {"allowed_workspace_hosts": ["127.0.0.1"], "allowed_key_vault_hosts": ["127.0.0.1"]},
-        "workspaces": [
-            {
-                "name": "bench",
-                "databricks_instance": endpoints["workspaces"][WORKSPACE]["host"],
-                "entra_groups": [GROUP],
-                "pat_secret_url": endpoints["vaults"][VAULT]["secrets"][SECRET],
-                "schedule": None,
-                "max_new_users_per_run": None,
-                "scim_concurrency": concurrency,
-                "scim_max_creates_per_second": creates_per_second,
-            }
-        ],
+    options = dict(options or {})
+    settings: dict[str, Any] = {
+        "allowed_workspace_hosts": ["127.0.0.1"],
+        "allowed_key_vault_hosts": ["127.0.0.1"],
     }
+    entry: dict[str, Any] = {
+        "name": "bench",
+        "databricks_instance": endpoints["workspaces"][WORKSPACE]["host"],
+        "entra_groups": [GROUP],
+    }
+    if options.get("target") == "account":
+        settings["allowed_account_hosts"] = ["127.0.0.1"]
+        entry.update(
+            {
+                "target": "account",
+                "databricks_conn_id": DATABRICKS_CONN_ID,
+                "account_id": endpoints["account"]["account_id"],
+                "account_host": endpoints["account"]["host"],
+                # Loopback hosts do not carry the id the way adb-<id>.<n>.azuredatabricks.net does.
+                "workspace_id": int(endpoints["workspaces"][WORKSPACE]["workspace_id"]),
+            }
+        )
+    else:
+        entry["pat_secret_url"] = endpoints["vaults"][VAULT]["secrets"][SECRET]
+    entry.update(
+        {
+            "schedule": None,
+            "max_new_users_per_run": None,
+            "scim_concurrency": concurrency,
+            "scim_max_creates_per_second": creates_per_second,
+            **options,
+        }
+    )
+    document = {"settings": settings, "workspaces": [entry]}
     return yaml.safe_dump(document, sort_keys=False)

@@ -82,20 +82,59 @@ def results(tmp_path_factory):
 
 def test_every_scenario_did_its_work(results) -> None:
     by = {r["scenario"]: r for r in results["scenarios"]}
-    assert set(by) == {"a", "b", "c", "e"}
+    assert set(by) == {"a", "b", "c", "e", "f", "g"}
     for r in by.values():
         ours = r["ours"]
         assert 0 < ours["seconds"] < 120 and math.isfinite(ours["seconds"])
         assert ours["failed"] == 0
         assert ours["added"] == r["missing"] == ours["posts"] - ours["creates_429"]
         assert ours["already_present"] == r["members"] - r["missing"]
-        # Every member ends up in the workspace, beside its admin.
-        assert ours["workspace_users_after"] == r["members"] + 1
+        # Every member ends up in the workspace, beside its admin (a PAT's user; the account target's
+        # token is a managed identity's, not a user's).
+        assert ours["workspace_users_after"] == r["members"] + (0 if r.get("target") == "account" else 1)
         # The floor is a floor: nobody gets below it, and the figures come from the sandbox's log.
         assert ours["floor_requests"] >= r["floor"]["requests"]
         assert ours["requests"] >= ours["floor_requests"]
         assert r["floor"]["latency_seconds"] > 0
     assert by["b"]["ours"]["posts"] == 0
+
+
+def test_account_scenarios_create_assign_and_read_what_their_floors_say(results) -> None:
+    """(f) creates every member in the account and assigns it, (g) only reads: both through the account
+    API alone, with request counts per endpoint matching the floor's parts."""
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    for key in "fg":
+        r, ours, floor = by[key], by[key]["ours"], by[key]["floor"]
+        assert r["target"] == "account" and "baseline" not in r
+        counts = ours["counts"]
+        # Nothing goes to a workspace's own SCIM API: the account API does it all.
+        assert not [system for system in counts if system.startswith("workspace:")]
+        account = counts["account"]
+
+        def ok(endpoint: str, account: dict = account) -> int:
+            return account.get(endpoint, {}).get("200", 0) + account.get(endpoint, {}).get("201", 0)
+
+        assert ok("scim.users.list") == floor["account_list_pages"]
+        assert ok("account.assignments.list") == floor["assignment_lists"] == 1
+        assert ok("scim.groups.get") == floor["account_group_gets"]
+        assert ok("scim.users.create") == floor["creates"] == ours["created_in_account"] == r["missing"]
+        assert ok("account.assignments.put") == floor["assignment_puts"] == ours["added"] == r["missing"]
+        assert ours["writes"] == ours["posts"] + ours["puts"]
+        assert ours["writes"] - ours["writes_429"] == 2 * r["missing"]
+        # Retried 429s aside, the requests are exactly the floor.
+        assert ours["floor_requests"] - ours["writes_429"] == floor["requests"]
+        assert ours["account_users_after"] == r["members"]
+        assert ours["access_direct"] + ours["access_via_group"] == r["members"] - r["missing"]
+    f, g = by["f"], by["g"]
+    assert f["sandbox_limits"]["assignable_delay_ms"] == 0
+    assert f["floor"]["write_seconds"] == f["missing"] / f["sandbox_limits"]["rates"]["scim.users.create"]
+    assert f["ours"]["add_time_over_write_floor"] > 0
+    # (g): both read paths are exercised, two assigned groups and one nested group read once each.
+    assert g["ours"]["writes"] == 0
+    assert g["ours"]["access_direct"] > g["ours"]["access_via_group"] > 0
+    assert g["floor"]["account_group_gets"] == 3
+    assert g["floor"]["account_list_pages"] == math.ceil(g["members"] / 100) > 1
+    assert "(f) account" in results["report"] and "(g) account" in results["report"]
 
 
 def test_baseline_makes_one_get_per_member_and_one_post_per_missing(results) -> None:
