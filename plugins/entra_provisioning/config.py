@@ -111,6 +111,14 @@ class WorkspaceConfig:
     account_max_assignments_per_second: float = _default("account_max_assignments_per_second")
     account_max_reads_per_second: float = _default("account_max_reads_per_second")
     account_max_list_calls_per_minute: float = _default("account_max_list_calls_per_minute")
+    mirror_groups: bool = _default("mirror_groups")
+    group_name: str = _default("group_name")
+    assign_users_directly: bool = _default("assign_users_directly")
+    remove_stale_members: bool = _default("remove_stale_members")
+    max_membership_removals_per_run: int = _default("max_membership_removals_per_run")
+    group_patch_batch_size: int = _default("group_patch_batch_size")
+    include_service_principals: bool = _default("include_service_principals")
+    entitlements: tuple[str, ...] = _default("entitlements")
     secret_expiry_warning_days: int = _default("secret_expiry_warning_days")
     description: str | None = _default("description")
 
@@ -346,6 +354,24 @@ def _check_groups(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
     return value
 
 
+_TEMPLATE_FIELDS = frozenset(("display_name", "object_id"))
+
+
+def _check_group_name(value: str, ctx: _Context) -> str:
+    import string
+
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"is not a valid template ({exc}); use {{display_name}} and {{object_id}}") from None
+    unknown = sorted(fields - _TEMPLATE_FIELDS)
+    if unknown:
+        raise ValueError(f"may use only {{display_name}} and {{object_id}}, not {', '.join(unknown)}")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
 def _check_tags(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
     bad = [t for t in value if not _TAG_RE.match(t)]
     if bad:
@@ -371,6 +397,7 @@ _CHECKS: Mapping[str, Callable[[Any, _Context], Any]] = {
     "workspace_url": _check_workspace_url,
     "secret_url": _check_secret_url,
     "account_url": _check_account_url,
+    "group_name": _check_group_name,
     "groups": _check_groups,
     "tags": _check_tags,
     "cron": _check_cron,
@@ -639,6 +666,26 @@ def _entry(
     return WorkspaceConfig(**values), claimed
 
 
+def _check_group_options(values: dict[str, Any], own: Mapping[str, Any], out: _Collector) -> None:
+    """The group-mirroring options that only make sense together (checked where the entry sets them)."""
+    account = values.get("target") == "account"
+    if values.get("entitlements") and account:
+        out.add(
+            "entitlements",
+            "cannot be set with target: account: entitlements are per workspace and the account-level "
+            "create cannot set them. Give them to a group in the workspace (its 'users' group already "
+            "grants workspace and SQL access), or use target: workspace",
+        )
+    for key in ("remove_stale_members", "assign_users_directly", "group_name"):
+        if key in own and own[key] not in (False, None) and not values.get("mirror_groups"):
+            out.add(key, "is only used with mirror_groups: true")
+    if "assign_users_directly" in own and values.get("assign_users_directly") and not account:
+        out.add(
+            "assign_users_directly",
+            "is only used with target: account (workspace users are created directly)",
+        )
+
+
 def workspace_id_from_host(url: str) -> int | None:
     """The workspace id an ``adb-<id>.<n>.azuredatabricks.net`` URL carries, or ``None``."""
     match = _WORKSPACE_ID_IN_HOST.match(urlsplit(url).hostname or "")
@@ -654,6 +701,7 @@ def _check_target(
     gives way to an entry that says otherwise (its own PAT, or ``target: workspace``), so one ``defaults``
     block can serve both kinds of entry; the same conflict within one entry is an error.
     """
+    _check_group_options(values, own, out)
     pat, conn = values.get("pat_secret_url"), values.get("databricks_conn_id")
     if pat and conn:
         if "databricks_conn_id" in own:

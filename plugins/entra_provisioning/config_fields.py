@@ -318,6 +318,74 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
         maximum=600_000,
     ),
     Field(
+        "mirror_groups",
+        Kind.BOOLEAN,
+        "mirror each configured Entra group as a Databricks group (named by `group_name`, `externalId` = "
+        "the Entra group's object id) holding its transitive members; account groups with `target: "
+        "account` (assigned to the workspace), workspace groups otherwise (workspace-local on an "
+        "identity-federated workspace)",
+        default=False,
+    ),
+    Field(
+        "group_name",
+        Kind.TEXT,
+        "the Databricks name of a mirrored group: a template with `{display_name}` (the Entra group's "
+        "display name) and `{object_id}`",
+        default="{display_name}",
+        check="group_name",
+    ),
+    Field(
+        "assign_users_directly",
+        Kind.BOOLEAN,
+        "with `mirror_groups` and `target: account`: also give each user its own workspace assignment, "
+        "instead of access through the mirrored group's assignment alone",
+        default=False,
+    ),
+    Field(
+        "remove_stale_members",
+        Kind.BOOLEAN,
+        "with `mirror_groups`: remove from a mirrored group (one whose `externalId` is the Entra group's id) "
+        "the members who are no longer in the Entra group. Removes *memberships* only, never users; "
+        "off by default (they are reported as membership drift)",
+        default=False,
+    ),
+    Field(
+        "max_membership_removals_per_run",
+        Kind.INTEGER,
+        "guard for `remove_stale_members`: a run that would remove more memberships fails before any write",
+        default=10,
+        minimum=0,
+    ),
+    Field(
+        "group_patch_batch_size",
+        Kind.INTEGER,
+        "members added to (or removed from) a group per SCIM `PATCH`; Databricks documents no limit, so "
+        "this stays conservative",
+        default=100,
+        minimum=1,
+        maximum=10_000,
+    ),
+    Field(
+        "include_service_principals",
+        Kind.BOOLEAN,
+        "provision the Entra service principals found in the groups as Databricks service principals "
+        "(`applicationId` = the Entra `appId`; the Graph app needs `Application.Read.All`); off: they are "
+        "skipped as `not_a_user`",
+        default=False,
+    ),
+    Field(
+        "entitlements",
+        Kind.TEXT_LIST,
+        "workspace entitlements given to users this job creates (existing users are never changed); "
+        "`target: workspace` only. Workspace and SQL access usually come from the workspace's `users` "
+        "group already",
+        default=(),
+        pattern=r"^(workspace-access|databricks-sql-access|allow-cluster-create|allow-instance-pool-create|workspace-consume)$",
+        pattern_hint="one of workspace-access, databricks-sql-access, allow-cluster-create, "
+        "allow-instance-pool-create, workspace-consume",
+        shape="list of entitlement names",
+    ),
+    Field(
         "secret_expiry_warning_days",
         Kind.INTEGER,
         "warn when the PAT secret expires within this many days",

@@ -10,7 +10,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-__all__ = ["USER_NAME_ATTRIBUTES", "CreateOutcome", "ExistingUser", "Member", "is_object_id"]
+__all__ = [
+    "USER_NAME_ATTRIBUTES",
+    "CreateOutcome",
+    "ExistingGroup",
+    "ExistingServicePrincipal",
+    "ExistingUser",
+    "Member",
+    "ServicePrincipalMember",
+    "is_object_id",
+]
 
 #: Graph attributes a Databricks ``userName`` may be taken from.
 USER_NAME_ATTRIBUTES: tuple[str, ...] = ("userPrincipalName", "mail")
@@ -72,3 +81,48 @@ class CreateOutcome:
     #: Account target only: ``userName`` of each user created in the account (``added`` then lists who was
     #: given access to the workspace, whether created now or already in the account).
     created: list[str] = field(default_factory=list)
+    #: ``userName`` (or ``applicationId``) → Databricks id of each principal created or found on create,
+    #: for the group memberships that follow.
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipalMember:
+    """An Entra service principal found in the configured groups, to exist in Databricks as a service
+    principal (``include_service_principals``).
+
+    :param object_id: Entra object id of the service principal.
+    :param application_id: Its ``appId``: the Databricks ``applicationId``.
+    :param display_name: Graph ``displayName`` (the ``appId`` when Graph has none).
+    :param groups: Configured groups it was found in, sorted.
+    """
+
+    object_id: str
+    application_id: str
+    display_name: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingServicePrincipal:
+    """A Databricks service principal as the SCIM list returns it."""
+
+    id: str
+    application_id: str
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingGroup:
+    """A Databricks group as the SCIM list returns it.
+
+    :param id: Databricks SCIM id.
+    :param display_name: Its name.
+    :param external_id: Its ``externalId``; a group this package mirrors carries the Entra group's object id.
+    :param member_ids: Databricks ids of its direct members (users, service principals, groups).
+    """
+
+    id: str
+    display_name: str
+    external_id: str | None = None
+    member_ids: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from entra_provisioning.errors import PermanentError
-from entra_provisioning.identities import USER_NAME_ATTRIBUTES, ExistingUser, Member
+from entra_provisioning.identities import USER_NAME_ATTRIBUTES, ExistingUser, Member, ServicePrincipalMember
 
 __all__ = [
     "RECORD_VERSION",
@@ -40,9 +40,16 @@ __all__ = [
 ]
 
 #: Bumped whenever the compact record layout changes, so a task never misreads an older XCom.
-RECORD_VERSION = 1
+#: 2: the groups' Entra object ids and display names, and service principals.
+RECORD_VERSION = 2
 
 _USER_ODATA_TYPE = "microsoft.graph.user"
+_SP_ODATA_TYPE = "microsoft.graph.serviceprincipal"
+#: How a service principal skipped for want of its ``appId`` is described (Graph returns a member
+#: service principal's appId only to an app holding Application.Read.All).
+NO_APP_ID_DETAIL = (
+    "#microsoft.graph.servicePrincipal without appId (the Graph app needs Application.Read.All)"
+)
 # B2B guests get a UPN such as ``jane_contoso.com#EXT#@tenant.onmicrosoft.com``: it is not an address
 # anyone can sign in to Databricks with, so their ``mail`` is used instead.
 _GUEST_UPN_MARKER = "#ext#"
@@ -97,6 +104,12 @@ class Resolution:
     :param skipped: Objects not provisioned, one per object id, sorted by reason then object id.
     :param empty_groups: Configured groups that returned no directory objects at all, in config order.
     :param user_name_attribute: The Graph attribute ``userName`` was taken from.
+    :param group_objects: ``(Entra object id, display name)`` of each configured group, in ``groups``
+        order (empty when not known).
+    :param service_principals: Service principals to provision (``include_service_principals``), unique
+        by object id and by ``appId``, sorted by ``appId``.
+    :param service_principals_without_app_id: Of the skipped, service principals Graph returned without
+        their ``appId``.
     :raises ValueError: If ``groups`` has duplicates, or an entry names a group not in ``groups``: the
         compact record refers to groups by position, so it could not represent either.
     """
@@ -106,12 +119,21 @@ class Resolution:
     skipped: tuple[SkippedMember, ...] = ()
     empty_groups: tuple[str, ...] = ()
     user_name_attribute: str = "userPrincipalName"
+    group_objects: tuple[tuple[str, str], ...] = ()
+    service_principals: tuple[ServicePrincipalMember, ...] = ()
+    service_principals_without_app_id: int = 0
 
     def __post_init__(self) -> None:
         known = set(self.groups)
         if len(known) != len(self.groups):
             raise ValueError(f"Resolution.groups has duplicates: {list(self.groups)!r}")
-        entries: list[Member | SkippedMember] = [*self.members, *self.skipped]
+        if self.group_objects and len(self.group_objects) != len(self.groups):
+            raise ValueError("Resolution.group_objects must give one (id, name) per configured group")
+        entries: list[Member | SkippedMember | ServicePrincipalMember] = [
+            *self.members,
+            *self.skipped,
+            *self.service_principals,
+        ]
         for entry in entries:
             unknown = [group for group in entry.groups if group not in known]
             if unknown:
@@ -166,6 +188,12 @@ class Resolution:
                 ]
                 for entry in self.skipped
             ],
+            "group_objects": [list(pair) for pair in self.group_objects],
+            "service_principals": [
+                [sp.object_id, sp.application_id, sp.display_name, [index[group] for group in sp.groups]]
+                for sp in self.service_principals
+            ],
+            "service_principals_without_app_id": self.service_principals_without_app_id,
         }
 
     @classmethod
@@ -218,6 +246,12 @@ class Resolution:
             skipped=skipped,
             empty_groups=tuple(groups[position] for position in record["empty_groups"]),
             user_name_attribute=record["user_name_attribute"],
+            group_objects=tuple((str(oid), str(name)) for oid, name in record["group_objects"]),
+            service_principals=tuple(
+                ServicePrincipalMember(object_id, app_id, display_name, groups_of(group_indexes))
+                for object_id, app_id, display_name, group_indexes in record["service_principals"]
+            ),
+            service_principals_without_app_id=int(record["service_principals_without_app_id"]),
         )
 
 
@@ -277,6 +311,9 @@ def _is_user(obj: Mapping[str, Any]) -> bool:
 def resolve_members(
     members_by_group: Mapping[str, Iterable[Mapping[str, Any]]],
     user_name_attribute: str = "userPrincipalName",
+    *,
+    include_service_principals: bool = False,
+    group_objects: Iterable[tuple[str, str]] = (),
 ) -> Resolution:
     """Turn each configured group's Graph directory objects into the members to provision.
 
@@ -296,6 +333,10 @@ def resolve_members(
     :param members_by_group: For each configured group, keyed as written in config, the directory
         objects Graph returned (dicts from Graph's JSON). Each iterable is consumed once.
     :param user_name_attribute: ``"userPrincipalName"`` (default) or ``"mail"``.
+    :param include_service_principals: keep service principals (with an ``appId``; enabled) as
+        :class:`ServicePrincipalMember` instead of skipping them as ``not_a_user``. One without ``appId``
+        is skipped as ``not_a_user`` with :data:`NO_APP_ID_DETAIL` and counted.
+    :param group_objects: ``(object id, display name)`` of each configured group, in config order.
     :return: The resolution, sorted deterministically regardless of input order.
     :raises ValueError: If ``user_name_attribute`` is unsupported or an object has no ``id``.
     """
@@ -321,7 +362,7 @@ def resolve_members(
             key = _fold(object_id)
             previous = source_groups.get(key)
             if previous is None:
-                user_name, reason, detail = _classify(obj, user_name_attribute)
+                user_name, reason, detail = _classify(obj, user_name_attribute, include_service_principals)
                 first_seen[key] = (object_id, _text(obj.get("displayName")), user_name, reason, detail)
                 source_groups[key] = alone
             elif group not in previous:
@@ -332,10 +373,27 @@ def resolve_members(
 
     members: list[Member] = []
     skipped: list[SkippedMember] = []
+    service_principals: list[ServicePrincipalMember] = []
     claimed: set[str] = set()
+    claimed_apps: set[str] = set()
+    without_app_id = 0
     for key in sorted(first_seen):
         object_id, display_name, user_name, reason, detail = first_seen[key]
         in_groups = source_groups[key]
+        if user_name.startswith(_SP_KEY):
+            app_id = user_name[len(_SP_KEY) :]
+            if app_id.lower() in claimed_apps:
+                skipped.append(
+                    SkippedMember(object_id, SkipReason.DUPLICATE_USER_NAME, display_name, in_groups, app_id)
+                )
+            else:
+                claimed_apps.add(app_id.lower())
+                service_principals.append(
+                    ServicePrincipalMember(object_id, app_id, display_name or app_id, in_groups)
+                )
+            continue
+        if detail == NO_APP_ID_DETAIL:
+            without_app_id += 1
         if reason is None and user_name in claimed:
             reason, detail = SkipReason.DUPLICATE_USER_NAME, user_name
         if reason is not None:
@@ -346,18 +404,41 @@ def resolve_members(
 
     members.sort(key=lambda member: member.user_name)
     skipped.sort(key=lambda entry: (_REASONS.index(entry.reason), entry.object_id.lower()))
+    service_principals.sort(key=lambda sp: sp.application_id.lower())
     return Resolution(
         groups=groups,
         members=tuple(members),
         skipped=tuple(skipped),
         empty_groups=tuple(empty_groups),
         user_name_attribute=user_name_attribute,
+        group_objects=tuple(group_objects),
+        service_principals=tuple(service_principals),
+        service_principals_without_app_id=without_app_id,
     )
 
 
-def _classify(obj: Mapping[str, Any], user_name_attribute: str) -> tuple[str, SkipReason | None, str]:
+#: Marks a kept service principal in resolve_members' first-sight table: the "userName" slot holds its appId.
+_SP_KEY = "\x00sp:"
+
+
+def _is_service_principal(obj: Mapping[str, Any]) -> bool:
+    odata_type = obj.get("@odata.type")
+    return isinstance(odata_type, str) and odata_type.strip().lstrip("#").lower() == _SP_ODATA_TYPE
+
+
+def _classify(
+    obj: Mapping[str, Any], user_name_attribute: str, include_service_principals: bool = False
+) -> tuple[str, SkipReason | None, str]:
     # Returns (userName or "", skip reason or None, detail for the skip); duplicates need the whole set
-    # of members, so resolve_members checks those itself.
+    # of members, so resolve_members checks those itself. A kept service principal returns its appId
+    # behind _SP_KEY.
+    if include_service_principals and _is_service_principal(obj):
+        app_id = _text(obj.get("appId"))
+        if obj.get("accountEnabled") is False:
+            return "", SkipReason.DISABLED, app_id or _text(obj.get("displayName"))
+        if not app_id:
+            return "", SkipReason.NOT_A_USER, NO_APP_ID_DETAIL
+        return _SP_KEY + app_id, None, ""
     if not _is_user(obj):
         return "", SkipReason.NOT_A_USER, str(obj.get("@odata.type"))
     user_name = map_user_name(obj, user_name_attribute) or ""

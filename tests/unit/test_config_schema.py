@@ -84,16 +84,20 @@ def test_shipped_and_demo_configs_satisfy_schema_and_loader() -> None:
 
     endpoints = {
         "workspaces": {
-            ws.sandbox_workspace: {"host": f"https://127.0.0.1:{8443 + i}"}
+            ws.sandbox_workspace: {"host": f"https://127.0.0.1:{8443 + i}", "workspace_id": str(100 + i)}
             for i, ws in enumerate(DEMO_WORKSPACES)
         },
         "vaults": {
             "kv-demo": {
                 "secrets": {
-                    ws.secret: f"https://127.0.0.1:9443/secrets/{ws.secret}" for ws in DEMO_WORKSPACES
+                    ws.secret: f"https://127.0.0.1:9443/secrets/{ws.secret}"
+                    for ws in DEMO_WORKSPACES
+                    if ws.secret
                 }
             }
         },
+        "account": {"host": "https://127.0.0.1:9444", "account_id": "0f1e2d3c-0000-4000-8000-00000000acc0"},
+        "identities": {"airflow-mi": {"client_id": "5c1a8f0e-0000-4000-8000-0000000000a1"}},
     }
     texts = {
         "shipped": DEFAULT_CONFIG_PATH.read_text(),

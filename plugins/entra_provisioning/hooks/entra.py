@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 #: Graph serves 100 objects a page by default and at most 999.
 PAGE_SIZE = 999
 MEMBER_FIELDS = ("id", "userPrincipalName", "mail", "displayName", "accountEnabled", "userType")
+#: Selected too when service principals are provisioned; Graph fills it in for a member service
+#: principal only when the app holds Application.Read.All.
+APP_ID_FIELD = "appId"
 GROUP_TYPE = "#microsoft.graph.group"
 
 _T = TypeVar("_T")
@@ -136,6 +139,8 @@ class EntraGroupsHook(BaseHook):
         self.retry_policy = retry_policy or self.default_retry_policy
         self.pages_read = 0
         self.retries = 0
+        #: Each configured group's ``(object id, display name)``, filled as groups are looked up.
+        self.group_objects: dict[str, tuple[str, str]] = {}
 
     async def _call(self, what: str, request: Callable[[], Awaitable[_T]], permission_hint: str = "") -> _T:
         """Run one Graph request under :attr:`retry_policy`, mapping failures through :data:`GRAPH_ERRORS`.
@@ -223,23 +228,31 @@ class EntraGroupsHook(BaseHook):
             return {group: list(objects) for group, objects in streams.items()}
 
     @contextmanager
-    def stream_members_by_group(self, groups: Sequence[str]) -> Iterator[dict[str, Iterator[dict[str, Any]]]]:
+    def stream_members_by_group(
+        self, groups: Sequence[str], *, with_app_id: bool = False
+    ) -> Iterator[dict[str, Iterator[dict[str, Any]]]]:
         """:meth:`members_by_group`, read page by page as the caller consumes each group's objects.
 
         Every group is looked up first (so a missing or ambiguous one fails before any member is read);
         then each group's iterator fetches its next page only when the previous one is used up, so no
         more than one page (≤ 999 objects) is held here however large the group.
 
+        :param with_app_id: also select service principals' ``appId`` (``include_service_principals``).
         :raises GroupNotFoundError, AmbiguousGroupError, GraphError: naming the group, on entry or while
             the iterators are consumed.
         """
+        fields = (*MEMBER_FIELDS, APP_ID_FIELD) if with_app_id else MEMBER_FIELDS
         with asyncio.Runner() as runner:
             provider_hook = self._provider_hook()
             try:
                 client, graph_host = runner.run(self._client(provider_hook))
-                ids = {group: runner.run(self._group_id(client, group)) for group in groups}
+                for group in groups:
+                    self.group_objects[group] = runner.run(self._group_id(client, group))
                 yield {
-                    group: _objects(runner, self._member_pages(client, graph_host, group, ids[group]))
+                    group: _objects(
+                        runner,
+                        self._member_pages(client, graph_host, group, self.group_objects[group][0], fields),
+                    )
                     for group in groups
                 }
             finally:
@@ -257,7 +270,8 @@ class EntraGroupsHook(BaseHook):
         provider_hook._log = logging.getLogger(PROVIDER_HOOK_LOGGER)  # type: ignore[assignment]
         return provider_hook
 
-    async def _group_id(self, client: GraphServiceClient, group: str) -> str:
+    async def _group_id(self, client: GraphServiceClient, group: str) -> tuple[str, str]:
+        """The group's ``(object id, display name)``."""
         from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
         from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
 
@@ -273,7 +287,7 @@ class EntraGroupsHook(BaseHook):
                 )
                 if not found.get("id"):
                     raise GroupNotFoundError(f"Entra group with object id {group!r} not found")
-                return str(found["id"])
+                return str(found["id"]), str(found.get("displayName") or found["id"])
             query = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
                 filter=f"displayName eq '{escape_odata_string(group)}'", select=["id", "displayName"], top=5
             )
@@ -292,10 +306,15 @@ class EntraGroupsHook(BaseHook):
                 f"{len(matches)} Entra groups have the display name {group!r} ({ids}); "
                 "put the object id of the intended one in entra_groups"
             )
-        return str(matches[0]["id"])
+        return str(matches[0]["id"]), str(matches[0].get("displayName") or group)
 
     async def _member_pages(
-        self, client: GraphServiceClient, graph_host: str, group: str, group_id: str
+        self,
+        client: GraphServiceClient,
+        graph_host: str,
+        group: str,
+        group_id: str,
+        fields: Sequence[str] = MEMBER_FIELDS,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Each page of the group's transitive members, fetched when the previous one was taken."""
         from msgraph.generated.groups.item.transitive_members.transitive_members_request_builder import (
@@ -304,7 +323,7 @@ class EntraGroupsHook(BaseHook):
 
         builder = client.groups.by_group_id(group_id).transitive_members
         query = TransitiveMembersRequestBuilder.TransitiveMembersRequestBuilderGetQueryParameters(
-            select=list(MEMBER_FIELDS), top=self.page_size, count=True
+            select=list(fields), top=self.page_size, count=True
         )
         config = _request_config(query)
         # $count is an advanced query: Graph requires eventual consistency for it.
@@ -314,7 +333,7 @@ class EntraGroupsHook(BaseHook):
         page = await self._call(what, lambda: self._get_json(builder, config), hint)
         while page:
             self.pages_read += 1
-            yield [_as_dict(obj) for obj in page.get("value") or [] if _keep(obj)]
+            yield [_as_dict(obj, fields) for obj in page.get("value") or [] if _keep(obj)]
             next_link = page.get("@odata.nextLink")
             if not next_link:
                 break
@@ -352,6 +371,6 @@ def _keep(obj: Any) -> bool:
     return isinstance(obj, Mapping) and str(obj.get("@odata.type") or "").lower() != GROUP_TYPE
 
 
-def _as_dict(obj: Mapping[str, Any]) -> dict[str, Any]:
+def _as_dict(obj: Mapping[str, Any], fields: Sequence[str] = MEMBER_FIELDS) -> dict[str, Any]:
     # Only the fields the plan reads, whatever else a page carries.
-    return {"@odata.type": obj.get("@odata.type"), **{name: obj.get(name) for name in MEMBER_FIELDS}}
+    return {"@odata.type": obj.get("@odata.type"), **{name: obj.get(name) for name in fields}}
