@@ -592,7 +592,7 @@ class GuardExceeded(PermanentError):
         )
 
 
-def check_guard(plan: Plan | AccountPlan, max_new_users: int | None) -> None:
+def check_guard(plan: Plan | AccountPlan, max_new_users: int | None, extra: int = 0) -> None:
     """Stop a run that would add suspiciously many users, before any write.
 
     A sudden jump usually means a misconfigured group (e.g. "All Employees"), so the limit is a
@@ -602,15 +602,16 @@ def check_guard(plan: Plan | AccountPlan, max_new_users: int | None) -> None:
     :param max_new_users: Most users one run may add. ``None`` means no limit; ``0`` means nothing may
         be added (any addition fails the run), which is useful to freeze a workspace while keeping the
         drift report. Reaching the limit exactly is allowed.
-    :raises GuardExceeded: If ``len(plan.to_add)`` is greater than ``max_new_users``.
+    :param extra: Other principals the run adds (service principals), counted with the users.
+    :raises GuardExceeded: If ``len(plan.to_add) + extra`` is greater than ``max_new_users``.
     :raises ValueError: If ``max_new_users`` is negative.
     """
     if max_new_users is None:
         return
     if max_new_users < 0:
         raise ValueError(f"max_new_users must be None or >= 0, got {max_new_users}")
-    if len(plan.to_add) > max_new_users:
-        raise GuardExceeded(len(plan.to_add), max_new_users, len(plan.already_present))
+    if len(plan.to_add) + extra > max_new_users:
+        raise GuardExceeded(len(plan.to_add) + extra, max_new_users, len(plan.already_present))
 
 
 # ------------------------------------------------------------------------------------ account target
@@ -663,6 +664,8 @@ def build_account_plan(
     resolution_or_members: Resolution | Iterable[Member],
     account_users: Iterable[ExistingUser],
     access: WorkspaceAccess,
+    *,
+    access_through_mirrored_groups: bool = False,
 ) -> AccountPlan:
     """Compare the members Entra wants with the account's users and the workspace's assignments.
 
@@ -670,6 +673,9 @@ def build_account_plan(
     Drift and renames are judged among account users *with access to this workspace* (drift) and among
     all account users (renames), the account holding users of many workspaces.
 
+    :param access_through_mirrored_groups: members get access through the mirrored groups' assignments
+        (``mirror_groups`` without ``assign_users_directly``): nobody is assigned directly, and ``to_add``
+        holds only the members to create.
     :return: The plan; the same inputs in any order give an equal plan.
     """
     workspace_plan = build_plan(resolution_or_members, account_users)
@@ -693,6 +699,8 @@ def build_account_plan(
             already.append(member)
         else:
             to_assign.append((member, principal_id))
+    if access_through_mirrored_groups:
+        to_assign = []
     to_add = sorted([*to_create, *(member for member, _ in to_assign)], key=lambda m: _fold(m.user_name))
     return AccountPlan(
         to_add=tuple(to_add),

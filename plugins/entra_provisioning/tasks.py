@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+from entra_provisioning import group_sync
 from entra_provisioning.config import WorkspaceConfig
 from entra_provisioning.errors import PermanentError, TransientError
 from entra_provisioning.plan import (
@@ -37,6 +38,11 @@ _R = TypeVar("_R")
 
 class UsersNotAddedError(TransientError):
     """Some users could not be added while the others were; a retry adds only what is still missing."""
+
+
+class GroupsNotMirroredError(PermanentError):
+    """Some groups could not be mirrored (someone else's group of that name, a group Databricks keeps in
+    sync itself): a retry cannot change that, so Airflow does not retry; the rest of the run is done."""
 
 
 def task_errors(body: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -203,8 +209,13 @@ def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
     # Pages stream from Graph into the plan, which keeps only what it needs of each object: 100,000 raw
     # Graph dicts (~80 MB) never stay alive beside the resolution, one page (≤ 999) at most.
-    with hook.stream_members_by_group(ws.entra_groups) as objects:
-        resolution = resolve_plan_members(objects, ws.user_name_attribute)
+    with hook.stream_members_by_group(ws.entra_groups, with_app_id=ws.include_service_principals) as objects:
+        resolution = resolve_plan_members(
+            objects,
+            ws.user_name_attribute,
+            include_service_principals=ws.include_service_principals,
+            group_objects=[hook.group_objects[group] for group in ws.entra_groups],
+        )
     for group in resolution.empty_groups:
         log.warning("Entra group %r has no members; nothing to provision from it", group)
     skipped = {reason: n for reason, n in resolution.skipped_counts().items() if n}
@@ -236,6 +247,7 @@ def add_missing_users(
         token, _ = _read_token(ws, token_facts.get("secret_version") or None)
     if ws.is_account:
         return _add_to_account(ws, token, resolution, dry_run=dry_run, limit=limit)
+    extras_outcome: group_sync.ExtrasOutcome | None = None
     with _scim_hook(ws, token) as scim:
         existing = scim.list_users()
         plan = build_plan(resolution, existing)
@@ -246,18 +258,21 @@ def add_missing_users(
             len(plan.to_add),
             len(plan.drift),
         )
-        check_guard(plan, limit)
+        extras = group_sync.prepare(scim, ws, resolution, existing)
+        check_guard(plan, limit, extras.principals_to_add)
         outcome: CreateOutcome | None = None
         if not dry_run and plan.to_add:
             # A throttling ceiling or an outage propagates to Airflow's retries; nothing is lost, because
             # the next attempt lists users again and adds only what is still missing.
-            outcome = scim.create_users(plan.to_add)
-            if scim.throttled_responses:
-                log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
+            outcome = scim.create_users(plan.to_add, ws.entitlements, want_ids=ws.mirror_groups)
         elif not dry_run:
             outcome = CreateOutcome()
+        if outcome is not None:
+            extras_outcome = group_sync.apply(scim, ws, extras, outcome.ids)
+        if scim.throttled_responses:
+            log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
 
-    return _finish(ws, resolution, plan, outcome, dry_run=dry_run)
+    return _finish(ws, resolution, plan, outcome, dry_run=dry_run, extras=(extras, extras_outcome))
 
 
 def _add_to_account(
@@ -271,6 +286,7 @@ def _add_to_account(
     """Account target: create the members the account lacks, and give every member without access to the
     workspace a ``USER`` assignment; nobody who has any assignment is assigned again."""
     assert ws.workspace_id is not None  # the loader derives or requires it for target: account
+    extras_outcome: group_sync.ExtrasOutcome | None = None
     with _scim_hook(ws, token) as scim:
         account_users = scim.list_users()
         assignments = scim.list_permission_assignments(ws.workspace_id)
@@ -284,7 +300,11 @@ def _add_to_account(
             if entry["principal"].get("group_name")
         ]
         via_group = frozenset(scim.group_member_ids(groups)) if groups else frozenset()
-        plan = build_account_plan(resolution, account_users, WorkspaceAccess(direct, via_group))
+        access = WorkspaceAccess(direct, via_group)
+        through_groups = ws.mirror_groups and not ws.assign_users_directly
+        plan = build_account_plan(
+            resolution, account_users, access, access_through_mirrored_groups=through_groups
+        )
         log.info(
             "Account has %d user(s); workspace %s has %d direct assignment(s) and %d assigned group(s) "
             "(%d user(s) through groups); %d member(s) already have access, %d to assign (%d to create first), "
@@ -299,15 +319,19 @@ def _add_to_account(
             len(plan.to_create),
             len(plan.drift),
         )
-        check_guard(plan, limit)
+        extras = group_sync.prepare(scim, ws, resolution, account_users, access)
+        check_guard(plan, limit, extras.principals_to_add)
         outcome: CreateOutcome | None = None
         if not dry_run:
             outcome = CreateOutcome()
             if plan.to_add:
-                outcome = scim.provision_account_users(ws.workspace_id, plan.to_create, plan.to_assign)
+                outcome = scim.provision_account_users(
+                    ws.workspace_id, plan.to_create, plan.to_assign, assign=not through_groups
+                )
+            extras_outcome = group_sync.apply(scim, ws, extras, outcome.ids, access)
             if scim.throttled_responses:
                 log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
-    return _finish(ws, resolution, plan, outcome, dry_run=dry_run)
+    return _finish(ws, resolution, plan, outcome, dry_run=dry_run, extras=(extras, extras_outcome))
 
 
 def _finish(
@@ -317,13 +341,26 @@ def _finish(
     outcome: CreateOutcome | None,
     *,
     dry_run: bool,
+    extras: tuple[group_sync.Extras, group_sync.ExtrasOutcome | None] | None = None,
 ) -> dict[str, Any]:
     summary = build_summary(resolution, plan, outcome, dry_run=dry_run)
-    log.info("Run summary for %s:\n%s", ws.name, summary.render_table())
-    if outcome is not None and outcome.failed:
-        failures = "; ".join(f"{name}: {reason}" for name, reason in sorted(outcome.failed.items())[:50])
+    extra_record = group_sync.record(extras[0], extras[1], resolution, ws) if extras else {}
+    log.info("Run summary for %s:\n%s%s", ws.name, summary.render_table(), group_sync.render(extra_record))
+    record = {**summary.to_dict(), **extra_record}
+    extras_outcome = extras[1] if extras else None
+    sps_failed = extras_outcome.sps_failed if extras_outcome else {}
+    groups_failed = extras_outcome.groups_failed if extras_outcome else {}
+    if outcome is not None and (outcome.failed or sps_failed):
+        failed = {**outcome.failed, **sps_failed}
+        failures = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())[:50])
         raise UsersNotAddedError(
-            f"{len(outcome.failed)} user(s) could not be added (the others were): {failures}. "
+            f"{len(failed)} user(s) could not be added (the others were): {failures}. "
             "A retry adds only what is still missing."
         )
-    return summary.to_dict()
+    if groups_failed:
+        problems = "; ".join(f"{name}: {reason}" for name, reason in sorted(groups_failed.items()))
+        raise GroupsNotMirroredError(
+            f"{len(groups_failed)} group(s) could not be mirrored (users and the other groups were "
+            f"provisioned): {problems}"
+        )
+    return record

@@ -29,14 +29,18 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"config_fields", "errors", "identities", "urls"},
     "config_schema": {"config", "config_fields"},
     "plan": {"errors", "identities"},
-    "summary": {"identities", "plan"},
+    "groups_plan": {"errors", "identities", "plan"},
+    # The task layer's helper for service principals and mirrored groups: it drives a hook it is given.
+    "group_sync": {"config", "groups_plan", "identities", "plan", "hooks.scim"},
+    "summary": {"identities", "plan", "groups_plan"},
     "hooks": set(),
     "hooks.key_vault": {"", "errors", "hooks", "retry", "urls"},
     "hooks.entra": {"", "errors", "hooks", "identities", "retry"},
     "hooks.databricks_auth": {"", "errors"},
     # The SCIM hook takes its two defaults (concurrency, pace) from the field table, where they are
     # declared once; the table is plain facts and imports nothing but identities.
-    "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls"},
+    "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls", "hooks.scim_groups"},
+    "hooks.scim_groups": {"identities", "hooks.scim"},
 }
 
 

@@ -24,6 +24,7 @@ from airflow.sdk.bases.hook import BaseHook
 from entra_provisioning import USER_AGENT
 from entra_provisioning.config_fields import FIELDS
 from entra_provisioning.errors import ErrorTable, PermanentError, TransientError
+from entra_provisioning.hooks.scim_groups import ScimGroupsMixin
 from entra_provisioning.identities import CreateOutcome, ExistingUser, Member
 from entra_provisioning.retry import RetryPolicy, parse_retry_after
 from entra_provisioning.urls import https_origin
@@ -198,7 +199,7 @@ class AccountPace:
     list_calls_per_minute: float = FIELDS["account_max_list_calls_per_minute"].default
 
 
-class DatabricksScimHook(BaseHook):
+class DatabricksScimHook(ScimGroupsMixin, BaseHook):
     """Talk to a Databricks workspace's (or account's) SCIM API with a bearer token.
 
     :param host: workspace URL (``https://adb-….azuredatabricks.net``) or, with ``account_id``, the
@@ -489,8 +490,13 @@ class DatabricksScimHook(BaseHook):
         detail = response.body.get("detail") if isinstance(response.body, dict) else None
         return "failed", f"HTTP {response.status}: {detail or 'no detail'}", None
 
-    def create_users(self, members: Iterable[Member], entitlements: Iterable[str] = ()) -> CreateOutcome:
+    def create_users(
+        self, members: Iterable[Member], entitlements: Iterable[str] = (), *, want_ids: bool = False
+    ) -> CreateOutcome:
         """Create users with bounded concurrency; one user's failure never stops the others.
+
+        :param want_ids: also record each user's Databricks id in ``ids`` (looked up for a 409), for the
+            group memberships that follow.
 
         :raises ScimAuthError: when the token is refused; nothing more is attempted.
         :raises ScimThrottleCeilingError, ScimUnreachableError: likewise, for a wait over the ceiling or
@@ -504,8 +510,12 @@ class DatabricksScimHook(BaseHook):
         def one(member: Member) -> None:
             if abort:
                 return
+            created_id: str | None = None
             try:
-                outcome, reason = self.create_user(member, ents)
+                outcome, reason, created_id = self._create(member, ents)
+                if want_ids and outcome != "failed" and created_id is None:
+                    found = self.find_user(member.user_name)
+                    created_id = str(found["id"]) if found and found.get("id") else None
             except ScimAuthError as exc:
                 abort.append(exc)
                 return
@@ -523,6 +533,8 @@ class DatabricksScimHook(BaseHook):
                     results.existed.append(member.user_name)
                 else:
                     results.failed[member.user_name] = reason or "unknown error"
+                if want_ids and created_id:
+                    results.ids[member.user_name] = created_id
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="scim-create") as pool:
             for _ in pool.map(one, members):
@@ -648,6 +660,8 @@ class DatabricksScimHook(BaseHook):
         workspace_id: int,
         to_create: Iterable[Member],
         to_assign: Iterable[tuple[Member, str]],
+        *,
+        assign: bool = True,
     ) -> CreateOutcome:
         """Create members the account lacks and give them, and existing account users without access,
         ``USER`` access to the workspace; each member's create and assignment run back to back, so creates
@@ -655,6 +669,7 @@ class DatabricksScimHook(BaseHook):
 
         :param to_create: members the account does not have: created, then assigned.
         :param to_assign: ``(member, account user id)`` of account users with no access to the workspace.
+        :param assign: ``False`` when access comes through mirrored groups: members are only created.
         :returns: ``added`` = given access this run, ``created`` = created in the account, ``existed`` =
             creates answered 409, ``failed`` = ``{userName: reason}``.
         :raises ScimAuthError, ScimThrottleCeilingError, ScimUnreachableError: as :meth:`create_users`.
@@ -682,7 +697,10 @@ class DatabricksScimHook(BaseHook):
                                 "the account answered that the user exists but does not list it yet"
                             )
                         principal_id = str(found["id"])
-                self.assign_user(workspace_id, principal_id)
+                with lock:
+                    results.ids[member.user_name] = principal_id
+                if assign:
+                    self.assign_user(workspace_id, principal_id)
             except (ScimAuthError, ScimThrottleCeilingError, ScimUnreachableError) as exc:
                 abort.append(exc)
                 return
@@ -696,7 +714,8 @@ class DatabricksScimHook(BaseHook):
                     results.failed[member.user_name] = f"{prefix}{exc}"
                 return
             with lock:
-                results.added.append(member.user_name)
+                if assign:
+                    results.added.append(member.user_name)
                 if created:
                     results.created.append(member.user_name)
                 elif existed:
