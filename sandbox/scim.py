@@ -854,6 +854,7 @@ class ScimApp(SystemApp):
             name = body.get("displayName")
             if not isinstance(name, str) or not name.strip():
                 raise ScimError(400, "Request is missing required field: displayName.", "invalidValue")
+            # Unique per directory, case-insensitively, 409: undocumented; our most plausible reading.
             if any(g.display_name.lower() == name.lower() for g in directory.groups.values()):
                 raise ScimError(409, f"Group with name {name} already exists.", "uniqueness")
             group = ScimGroup(id=directory.new_id(), display_name=name, external_id=body.get("externalId"))
