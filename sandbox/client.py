@@ -50,6 +50,11 @@ def env_for(endpoints: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _named(groups: list[dict[str, Any]], display_name: str) -> dict[str, Any] | None:
+    low = display_name.lower()
+    return next((g for g in groups if str(g["displayName"]).lower() == low), None)
+
+
 class ControlClient:
     """Thin synchronous client of the control API (``/control/...`` on its own origin)."""
 
@@ -92,11 +97,42 @@ class ControlClient:
     def workspace_users(self, workspace: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/state/workspaces/{workspace}/users")["users"])
 
+    def workspace_user(self, workspace: str, user_name: str) -> dict[str, Any] | None:
+        """One workspace user by userName (case-insensitive), with ``entitlements``, or ``None``."""
+        low = user_name.lower()
+        return next((u for u in self.workspace_users(workspace) if u["userName"] == low), None)
+
     def workspace_user_names(self, workspace: str) -> set[str]:
         return {u["userName"] for u in self.workspace_users(workspace)}
 
     def workspace_groups(self, workspace: str) -> list[dict[str, Any]]:
+        """``[{id, displayName, externalId, external, member_ids, members: [{id, kind, name}]}]``; ``kind``
+        is ``user`` (name = userName), ``group`` (displayName) or ``service_principal`` (applicationId)."""
         return list(self._call("GET", f"/state/workspaces/{workspace}/groups")["groups"])
+
+    def workspace_group(self, workspace: str, display_name: str) -> dict[str, Any] | None:
+        """The workspace group of that display name (case-insensitive), or ``None``."""
+        return _named(self.workspace_groups(workspace), display_name)
+
+    def add_workspace_group(
+        self,
+        workspace: str,
+        display_name: str,
+        *,
+        external_id: str | None = None,
+        external: bool = False,
+        members: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Create a group in the store behind the API's back (someone else's group, or ``external=True``
+        for one kept in sync by automatic identity management, whose PATCH answers 500). ``members`` are
+        ids, userNames, applicationIds or ``group:<displayName>``."""
+        body = {
+            "displayName": display_name,
+            "externalId": external_id,
+            "external": external,
+            "members": list(members),
+        }
+        return dict(self._call("POST", f"/state/workspaces/{workspace}/groups", body))
 
     def add_workspace_user(self, workspace: str, user_name: str, **fields: Any) -> dict[str, Any]:
         """Create a user directly in the store (not through SCIM, not logged): drift or a racing creator."""
@@ -118,7 +154,28 @@ class ControlClient:
         return dict(self._call("PUT", f"/state/workspaces/{workspace}/limits", limits))
 
     def account_groups(self) -> list[dict[str, Any]]:
+        """Like :meth:`workspace_groups`, for the account."""
         return list(self._call("GET", "/state/account/groups")["groups"])
+
+    def account_group(self, display_name: str) -> dict[str, Any] | None:
+        return _named(self.account_groups(), display_name)
+
+    def add_account_group(
+        self,
+        display_name: str,
+        *,
+        external_id: str | None = None,
+        external: bool = False,
+        members: list[str] | tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """Like :meth:`add_workspace_group`, in the account."""
+        body = {
+            "displayName": display_name,
+            "externalId": external_id,
+            "external": external,
+            "members": list(members),
+        }
+        return dict(self._call("POST", "/state/account/groups", body))
 
     def account_service_principals(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/state/account/service_principals")["service_principals"])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import Response
 
 from sandbox.http import Ctx, SystemApp, json_response
-from sandbox.model import Limits, ScimDirectory, SeedError
+from sandbox.model import Limits, ScimDirectory, ScimGroup, SeedError, sync_all_federated
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
@@ -39,6 +39,36 @@ def _user_dict(user: Any) -> dict[str, Any]:
     }
 
 
+def _principal_id(directory: ScimDirectory, ref: str) -> str | None:
+    """A directory id from an id, a userName, an applicationId or ``group:<displayName>``."""
+    if ref in directory.users or ref in directory.groups or ref in directory.service_principals:
+        return ref
+    if ref.lower().startswith("group:"):
+        group = directory.group_named(ref[len("group:") :])
+        return group.id if group else None
+    return directory.by_user_name.get(ref.lower()) or directory.by_application_id.get(ref.lower())
+
+
+def _group_dict(directory: ScimDirectory, group: ScimGroup) -> dict[str, Any]:
+    members = []
+    for mid in group.member_ids:
+        if mid in directory.users:
+            members.append({"id": mid, "kind": "user", "name": directory.users[mid].user_name})
+        elif mid in directory.groups:
+            members.append({"id": mid, "kind": "group", "name": directory.groups[mid].display_name})
+        elif mid in directory.service_principals:
+            sp = directory.service_principals[mid]
+            members.append({"id": mid, "kind": "service_principal", "name": sp.application_id})
+    return {
+        "id": group.id,
+        "displayName": group.display_name,
+        "externalId": group.external_id,
+        "external": group.external,
+        "member_ids": list(group.member_ids),
+        "members": members,
+    }
+
+
 class ControlApp(SystemApp):
     def __init__(self, hub: Hub) -> None:
         super().__init__(hub, "control", _ERR, faultable=False, logged=False)
@@ -51,11 +81,18 @@ class ControlApp(SystemApp):
         add("GET", "/control/state/workspaces/{name}/users", "control.ws.users", self.directory_users)
         add("POST", "/control/state/workspaces/{name}/users", "control.ws.users.add", self.directory_add_user)
         add("GET", "/control/state/workspaces/{name}/groups", "control.ws.groups", self.directory_groups)
+        add(
+            "POST",
+            "/control/state/workspaces/{name}/groups",
+            "control.ws.groups.add",
+            self.directory_add_group,
+        )
         add("GET", "/control/state/workspaces/{name}/limits", "control.ws.limits", self.get_limits)
         add("PUT", "/control/state/workspaces/{name}/limits", "control.ws.limits.set", self.set_limits)
         add("GET", "/control/state/account/users", "control.account.users", self.directory_users)
         add("POST", "/control/state/account/users", "control.account.users.add", self.directory_add_user)
         add("GET", "/control/state/account/groups", "control.account.groups", self.directory_groups)
+        add("POST", "/control/state/account/groups", "control.account.groups.add", self.directory_add_group)
         add(
             "GET",
             "/control/state/workspaces/{name}/service_principals",
@@ -168,14 +205,42 @@ class ControlApp(SystemApp):
         directory = self._directory(ctx)
         if directory is None:
             return _ERR.error(404, "NotFound", "no such workspace or no account in the seed")
-        return json_response(
-            {
-                "groups": [
-                    {"id": g.id, "displayName": g.display_name, "member_ids": list(g.member_ids)}
-                    for g in directory.groups.values()
-                ]
-            }
+        return json_response({"groups": [_group_dict(directory, g) for g in directory.groups.values()]})
+
+    async def directory_add_group(self, ctx: Ctx) -> Response:
+        """Add a group behind the API's back: someone else's group, or an external (AIM-synced) one.
+
+        Body: ``{displayName, externalId?, external?: bool, members?: [id | userName | applicationId |
+        "group:<displayName>"]}``. The display name must be free (the API's uniqueness rule)."""
+        directory = self._directory(ctx)
+        if directory is None:
+            return _ERR.error(404, "NotFound", "no such workspace or no account in the seed")
+        body = await ctx.json() or {}
+        name = body.get("displayName")
+        if not isinstance(name, str) or not name.strip():
+            return _ERR.error(400, "BadRequest", "displayName is required")
+        if directory.group_named(name) is not None:
+            return _ERR.error(409, "Conflict", f"a group named {name!r} already exists")
+        member_ids: list[str] = []
+        for ref in body.get("members") or []:
+            found = _principal_id(directory, str(ref))
+            if found is None:
+                return _ERR.error(400, "BadRequest", f"unknown member {ref!r}")
+            if found not in member_ids:
+                member_ids.append(found)
+        group = ScimGroup(
+            id=directory.new_id(),
+            display_name=name,
+            external_id=None if body.get("externalId") is None else str(body["externalId"]),
+            member_ids=member_ids,
+            created_at=time.time(),
+            external=bool(body.get("external", False)),
         )
+        directory.groups[group.id] = group
+        directory.version += 1
+        if directory.kind == "account":
+            sync_all_federated(self.hub.world)
+        return json_response(_group_dict(directory, group), 201)
 
     async def directory_service_principals(self, ctx: Ctx) -> Response:
         directory = self._directory(ctx)
@@ -194,6 +259,9 @@ class ControlApp(SystemApp):
                         if directory.kind == "account"
                         else admins is not None and sp.id in admins.member_ids,
                         "has_oauth_secret": sp.oauth_secret is not None,
+                        "externalId": sp.external_id,
+                        "entitlements": sp.entitlements,
+                        "group_ids": [g.id for g in directory.groups.values() if sp.id in g.member_ids],
                     }
                     for sp in directory.service_principals.values()
                 ]

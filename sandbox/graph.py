@@ -24,7 +24,7 @@ from sandbox.hub import check_bearer
 
 if TYPE_CHECKING:
     from sandbox.hub import Hub
-    from sandbox.model import Tenant
+    from sandbox.model import Identity, Tenant
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 999
@@ -368,7 +368,13 @@ def _object_view(tenant: Tenant, object_id: str) -> tuple[str, dict[str, Any]]:
     return obj.odata_kind, obj.to_graph()
 
 
-def _project(kind: str, full: dict[str, Any], select: list[str] | None, typed: bool) -> dict[str, Any]:
+def _project(
+    kind: str, full: dict[str, Any], select: list[str] | None, typed: bool, limited: bool = False
+) -> dict[str, Any]:
+    """``limited``: the caller may not read this object's type. Graph then returns it "with limited
+    information": ``@odata.type`` and ``id``, every other property ``null`` (documented under "Limited
+    information returned for inaccessible member objects"). We keep the keys the caller would otherwise
+    get and null their values, so ``appId`` reads as null, never as a value."""
     out: dict[str, Any] = {"@odata.type": f"#microsoft.graph.{kind}"} if typed else {}
     if select is None:
         keys: tuple[str, ...] | list[str] = USER_DEFAULT if kind == "user" else PROPS_BY_KIND[kind]
@@ -376,7 +382,7 @@ def _project(kind: str, full: dict[str, Any], select: list[str] | None, typed: b
         keys = select
     for key in keys:
         if key in full:
-            out[key] = full[key]
+            out[key] = full[key] if not limited or key == "id" else None
     return out
 
 
@@ -386,6 +392,8 @@ def _page(
     query: _Query,
     context: str,
     typed: bool,
+    *,
+    limited_kinds: frozenset[str] = frozenset(),
 ) -> Response:
     """One page over directory object ids; views are built only for the page unless a filter needs all."""
     tenant = ctx.hub.world.tenant
@@ -408,7 +416,7 @@ def _page(
         # A test knob can point next links elsewhere, to check clients do not follow them with a token.
         link_origin = ctx.hub.world.graph_next_link_origin or ctx.app.origin
         body["@odata.nextLink"] = f"{link_origin}{ctx.request.url.path}?{urlencode(params)}"
-    body["value"] = [_project(kind, obj, query.select, typed) for kind, obj in chunk]
+    body["value"] = [_project(kind, obj, query.select, typed, kind in limited_kinds) for kind, obj in chunk]
     return json_response(body)
 
 
@@ -427,7 +435,7 @@ class GraphApp(SystemApp):
         self.add("GET", "/v1.0/users/{id}", "graph.users.get", self.get_user)
         self._cast_cache: dict[tuple[int, str, str, str], list[str]] = {}
 
-    async def _guard(self, ctx: Ctx) -> Response | None:
+    async def _guard(self, ctx: Ctx) -> tuple[Response | None, Identity | None]:
         tok, reason = check_bearer(self.hub, ctx.token, self.hub.graph_audiences)
         if tok is None:
             message = {
@@ -441,21 +449,25 @@ class GraphApp(SystemApp):
                 + self.hub.origins.get("identity", "")
                 + '/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
             )
-            return _ERR.error(
+            refusal = _ERR.error(
                 401, "InvalidAuthenticationToken", message, headers={"WWW-Authenticate": challenge}
             )
+            return refusal, None
         if not tok.identity.graph_access:
-            return _ERR.error(
+            refusal = _ERR.error(
                 403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
             )
-        return None
+            return refusal, None
+        return None, tok.identity
 
-    async def _run(self, ctx: Ctx, fn: Callable[[], Response]) -> Response:
-        refused = await self._guard(ctx)
-        if refused:
+    async def _run(self, ctx: Ctx, fn: Callable[[Identity], Response]) -> Response:
+        """``fn`` gets the calling identity (the application permissions its token was issued with)."""
+        refused, caller = await self._guard(ctx)
+        if refused is not None:
             return refused
+        assert caller is not None
         try:
-            return fn()
+            return fn(caller)
         except GraphError as err:
             return _ERR.error(err.status, err.code, str(err))
 
@@ -473,14 +485,14 @@ class GraphApp(SystemApp):
         return group
 
     async def list_groups(self, ctx: Ctx) -> Response:
-        def run() -> Response:
+        def run(_caller: Identity) -> Response:
             query = _parse_query(ctx, GROUP_PROPS, "microsoft.graph.group")
             return _page(ctx, list(self.hub.world.tenant.groups), query, "groups", typed=False)
 
         return await self._run(ctx, run)
 
     async def get_group(self, ctx: Ctx) -> Response:
-        def run() -> Response:
+        def run(_caller: Identity) -> Response:
             group = self._group(ctx.params["id"])
             query = _parse_query(ctx, GROUP_PROPS, "microsoft.graph.group")
             body = {"@odata.context": f"{ctx.app.origin}/v1.0/$metadata#groups/$entity"}
@@ -490,14 +502,14 @@ class GraphApp(SystemApp):
         return await self._run(ctx, run)
 
     async def list_users(self, ctx: Ctx) -> Response:
-        def run() -> Response:
+        def run(_caller: Identity) -> Response:
             query = _parse_query(ctx, USER_PROPS, "microsoft.graph.user")
             return _page(ctx, list(self.hub.world.tenant.users), query, "users", typed=False)
 
         return await self._run(ctx, run)
 
     async def get_user(self, ctx: Ctx) -> Response:
-        def run() -> Response:
+        def run(_caller: Identity) -> Response:
             tenant = self.hub.world.tenant
             key = ctx.params["id"]
             user = tenant.users.get(key) or next(
@@ -513,7 +525,7 @@ class GraphApp(SystemApp):
         return await self._run(ctx, run)
 
     async def members(self, ctx: Ctx) -> Response:
-        def run() -> Response:
+        def run(caller: Identity) -> Response:
             tenant = self.hub.world.tenant
             group = self._group(ctx.params["id"])
             transitive = "/transitiveMembers" in ctx.request.url.path
@@ -549,7 +561,10 @@ class GraphApp(SystemApp):
             )
             query = _parse_query(ctx, props, f"microsoft.graph.{kind or 'directoryObject'}")
             context = f"{kind}s" if kind else "directoryObjects"
-            return _page(ctx, ids, query, context, typed=kind is None)
+            # Without Application.Read.All (or a Directory.* permission) service principals are inaccessible
+            # objects: listed, but with limited information (no appId).
+            limited = frozenset() if caller.can_read_service_principals else frozenset({"servicePrincipal"})
+            return _page(ctx, ids, query, context, typed=kind is None, limited_kinds=limited)
 
         return await self._run(ctx, run)
 

@@ -23,6 +23,28 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 VAULT_RESOURCE = "https://vault.azure.net"
 DATABRICKS_RESOURCE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
 
+# What an identity gets when its seed entry names no graph_permissions (and does not set graph_access: false):
+# enough to read groups and their users, as every identity of earlier seeds could.
+DEFAULT_GRAPH_PERMISSIONS = ("GroupMember.Read.All", "User.Read.All")
+# Application permissions that let an app read service principals, hence a member's appId (Graph's
+# "limited information returned for inaccessible member objects": without one, a service principal in a
+# member list comes back with its @odata.type and id only, every other property null).
+SERVICE_PRINCIPAL_READ_PERMISSIONS = frozenset(
+    {"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+)
+# Workspace entitlements the SCIM API knows (API names from the Databricks "Manage entitlements" page;
+# workspace-consume is "Consumer access"). Anything else is refused with 400 INVALID_PARAMETER_VALUE.
+WORKSPACE_ENTITLEMENTS = (
+    "workspace-access",
+    "databricks-sql-access",
+    "allow-cluster-create",
+    "allow-instance-pool-create",
+    "workspace-consume",
+)
+# Default of limits.patch_members_max: members one group PATCH may add or remove. Databricks documents no
+# limit; 1000 is our choice, so that a client that never splits its batches is caught by the sandbox.
+DEFAULT_PATCH_MEMBERS_MAX = 1000
+
 
 class SeedError(ValueError):
     """The seed is malformed; the message names the offending entry."""
@@ -148,6 +170,13 @@ class Identity:
     object_id: str
     client_secret: str | None = None
     graph_access: bool = True
+    # Application permissions on Microsoft Graph. Only reading service principals (an appId) depends on
+    # them; graph_access: false still refuses every Graph call with 403.
+    graph_permissions: tuple[str, ...] = DEFAULT_GRAPH_PERMISSIONS
+
+    @property
+    def can_read_service_principals(self) -> bool:
+        return bool(SERVICE_PRINCIPAL_READ_PERMISSIONS.intersection(self.graph_permissions))
 
 
 @dataclass
@@ -244,6 +273,9 @@ class ScimGroup:
     external_id: str | None = None
     member_ids: list[str] = field(default_factory=list)  # user, group or service principal ids
     created_at: float = 0.0
+    # Kept in sync by Databricks' automatic identity management: its membership cannot be changed here
+    # (a PATCH answers 500). The SCIM view does not show it: iam.Group has no field that would.
+    external: bool = False
 
 
 @dataclass
@@ -280,6 +312,8 @@ class Limits:
     non_admin_read: bool = True  # may a non-admin list/get users and groups?
     # Account only: a principal younger than this is "not found" by permission-assignment PUTs.
     assignable_delay_ms: float = 0.0
+    # Members one group PATCH may add plus remove (None: no limit); more answers 400, nothing applied.
+    patch_members_max: int | None = DEFAULT_PATCH_MEMBERS_MAX
 
     @classmethod
     def from_seed(cls, raw: Mapping[str, Any] | None, *, default_page_cap: int) -> Limits:
@@ -293,6 +327,7 @@ class Limits:
             "visibility_delay_ms",
             "non_admin_read",
             "assignable_delay_ms",
+            "patch_members_max",
         }
         unknown = set(raw) - known
         if unknown:
@@ -311,6 +346,9 @@ class Limits:
             visibility_delay_ms=float(raw.get("visibility_delay_ms", 0.0)),
             non_admin_read=bool(raw.get("non_admin_read", True)),
             assignable_delay_ms=float(raw.get("assignable_delay_ms", 0.0)),
+            patch_members_max=_optional_positive_int(
+                raw.get("patch_members_max", DEFAULT_PATCH_MEMBERS_MAX), "limits.patch_members_max"
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -323,7 +361,16 @@ class Limits:
             "visibility_delay_ms": self.visibility_delay_ms,
             "non_admin_read": self.non_admin_read,
             "assignable_delay_ms": self.assignable_delay_ms,
+            "patch_members_max": self.patch_members_max,
         }
+
+
+def _optional_positive_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) < 1:
+        raise SeedError(f"{where} must be a positive integer or null")
+    return int(value)
 
 
 @dataclass
@@ -731,13 +778,26 @@ def _load_tenant(seed: Mapping[str, Any]) -> Tenant:
         kind = str(entry.get("type", "managedIdentity"))
         if kind not in ("managedIdentity", "servicePrincipal"):
             raise SeedError(f"{where}: type must be managedIdentity or servicePrincipal")
+        raw_permissions = entry.get("graph_permissions")
+        if raw_permissions is not None and (
+            not isinstance(raw_permissions, list) or not all(isinstance(p, str) for p in raw_permissions)
+        ):
+            raise SeedError(f"{where}: graph_permissions must be a list of permission names")
+        # Without graph_permissions an identity keeps what earlier seeds gave it: users and group members
+        # when it has Graph access. With them, graph_access defaults to "has any permission".
+        graph_access = bool(entry.get("graph_access", True if raw_permissions is None else raw_permissions))
+        if raw_permissions is None:
+            permissions = DEFAULT_GRAPH_PERMISSIONS if graph_access else ()
+        else:
+            permissions = tuple(raw_permissions)
         ident = Identity(
             name=name,
             kind=kind,
             client_id=str(entry.get("client_id") or stable_id("client", name)),
             object_id=str(entry.get("object_id") or stable_id("principal", name)),
             client_secret=entry.get("client_secret"),
-            graph_access=bool(entry.get("graph_access", True)),
+            graph_access=graph_access,
+            graph_permissions=permissions,
         )
         if kind == "servicePrincipal" and not ident.client_secret:
             raise SeedError(f"{where}: a servicePrincipal needs client_secret")
@@ -812,9 +872,15 @@ def _load_directory(
     raw_groups = _as_list(entry.get("groups"), f"{where}.groups")
     created: list[ScimGroup] = []
     for i, raw in enumerate(raw_groups):  # ids first, so members may name groups defined later
+        gwhere = f"{where}.groups[{i}]"
         group = ScimGroup(
-            id=directory.new_id(), display_name=str(_require(raw, "displayName", f"{where}.groups[{i}]"))
+            id=directory.new_id(),
+            display_name=str(_require(raw, "displayName", gwhere)),
+            external_id=None if raw.get("externalId") is None else str(raw["externalId"]),
+            external=bool(raw.get("external", False)),
         )
+        if directory.group_named(group.display_name) is not None:
+            raise SeedError(f"{gwhere}: a group named {group.display_name!r} already exists in this {kind}")
         directory.groups[group.id] = group
         created.append(group)
     admin_sps: list[str] = []

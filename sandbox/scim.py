@@ -28,6 +28,7 @@ from sandbox.http import Ctx, SystemApp, json_response
 from sandbox.hub import check_bearer
 from sandbox.model import (
     DATABRICKS_RESOURCE,
+    WORKSPACE_ENTITLEMENTS,
     WORKSPACE_PERMISSIONS,
     normalise_permissions,
     sync_all_federated,
@@ -498,6 +499,40 @@ class ScimApp(SystemApp):
             raise ScimError(400, "Request body must be a JSON object.", "invalidSyntax")
         return body
 
+    def _entitlements(self, raw: Any, what: str) -> list[dict[str, Any]]:
+        """The ``entitlements`` of a create or PATCH, checked. Entitlements are per workspace: the account
+        API refuses them (its create cannot set them; a 400 is our choice, the real one may ignore them),
+        and a workspace refuses values it does not know."""
+        if raw is None or raw == []:
+            return []
+        if self.kind == "account":
+            raise _Refusal(
+                _ERR.error(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    f"Entitlements cannot be set on account-level {what}: they belong to a workspace. Set "
+                    "them through the workspace's SCIM API.",
+                )
+            )
+        items = raw if isinstance(raw, list) else [raw]
+        out: list[dict[str, Any]] = []
+        for item in items:
+            value = item.get("value") if isinstance(item, dict) else None
+            if value not in WORKSPACE_ENTITLEMENTS:
+                raise _Refusal(
+                    _ERR.error(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        f"Invalid entitlement {value if value is not None else item!r}; valid values are "
+                        + ", ".join(WORKSPACE_ENTITLEMENTS)
+                        + ".",
+                    )
+                )
+            entry = {"value": value}
+            if entry not in out:
+                out.append(entry)
+        return out
+
     def _user_view(self, directory: ScimDirectory, user: ScimUser) -> dict[str, Any]:
         view: dict[str, Any] = {
             "emails": user.emails,
@@ -549,6 +584,10 @@ class ScimApp(SystemApp):
         }
         if group.external_id is not None:
             view["externalId"] = group.external_id
+        if self.kind == "workspace":
+            # iam.ResourceMeta: "WorkspaceGroup" for a workspace-local group ("Group" would be an account
+            # group, which this sandbox does not list in workspaces). Nothing marks an external group.
+            view["meta"] = {"resourceType": "WorkspaceGroup"}
         return view
 
     def _sp_view(self, directory: ScimDirectory, sp: ScimServicePrincipal) -> dict[str, Any]:
@@ -695,6 +734,7 @@ class ScimApp(SystemApp):
             if not isinstance(user_name, str) or not user_name.strip():
                 raise ScimError(400, "Request is missing required field: userName.", "invalidValue")
             user_name = user_name.strip()
+            entitlements = self._entitlements(body.get("entitlements"), "users")
             if user_name.lower() in directory.by_user_name:
                 if self.kind == "account":
                     detail = f"User already exists in the account with userName {user_name.lower()}."
@@ -715,7 +755,6 @@ class ScimApp(SystemApp):
                 "name": body.get("name") if isinstance(body.get("name"), dict) else None,
                 "active": bool(body.get("active", True)),
             }
-            entitlements = [e for e in body.get("entitlements") or [] if isinstance(e, dict)]
             if self._federated(directory):
                 user = self._create_federated_user(directory, user_name, fields)
                 user.entitlements = entitlements
@@ -743,19 +782,26 @@ class ScimApp(SystemApp):
             user = directory.users.get(ctx.params["id"])
             if user is None:
                 raise ScimError(404, f"User {ctx.params['id']} not found.")
+            planned: list[tuple[str, str, Any]] = []
             for op, path, value in _patch_ops(await self._body(ctx)):
                 changes = {path: value} if path else (value if isinstance(value, dict) else {})
                 for key, val in changes.items():
-                    low = key.lower()
-                    # userName and emails are immutable on Databricks: PATCH silently ignores them.
-                    if low == "displayname":
-                        user.display_name = None if op == "remove" else val
-                    elif low == "active":
-                        user.active = bool(val) if op != "remove" else True
-                    elif low == "externalid":
-                        user.external_id = None if op == "remove" else val
-                    elif low == "entitlements":
-                        user.entitlements = _apply_list(user.entitlements, op, val)
+                    checked = (
+                        self._entitlements(val, "users")  # checked before anything is applied
+                        if key.lower() == "entitlements" and op != "remove"
+                        else val
+                    )
+                    planned.append((op, key.lower(), checked))
+            for op, low, val in planned:
+                # userName and emails are immutable on Databricks: PATCH silently ignores them.
+                if low == "displayname":
+                    user.display_name = None if op == "remove" else val
+                elif low == "active":
+                    user.active = bool(val) if op != "remove" else True
+                elif low == "externalid":
+                    user.external_id = None if op == "remove" else val
+                elif low == "entitlements":
+                    user.entitlements = _apply_list(user.entitlements, op, val)
             return Response(status_code=204)
 
         return await self._handle(ctx, run, admin=True)
@@ -808,6 +854,7 @@ class ScimApp(SystemApp):
             name = body.get("displayName")
             if not isinstance(name, str) or not name.strip():
                 raise ScimError(400, "Request is missing required field: displayName.", "invalidValue")
+            # Unique per directory, case-insensitively, 409: undocumented; our most plausible reading.
             if any(g.display_name.lower() == name.lower() for g in directory.groups.values()):
                 raise ScimError(409, f"Group with name {name} already exists.", "uniqueness")
             group = ScimGroup(id=directory.new_id(), display_name=name, external_id=body.get("externalId"))
@@ -816,7 +863,8 @@ class ScimApp(SystemApp):
             directory.groups[group.id] = group
             self._touch(directory)
             self._after_membership_change()
-            return json_response(self._group_view(directory, group), 201)
+            headers = {"Location": f"{self.origin}{ctx.request.url.path.rstrip('/')}/{group.id}"}
+            return json_response(self._group_view(directory, group), 201, headers)
 
         return await self._handle(ctx, run, admin=True)
 
@@ -825,7 +873,7 @@ class ScimApp(SystemApp):
             raise ScimError(400, "members must be a list.", "invalidValue")
         out: list[str] = []
         for ref in refs:
-            value = str(ref.get("value")) if isinstance(ref, dict) else str(ref)
+            value = _ref_value(ref)
             if (
                 value not in directory.users
                 and value not in directory.groups
@@ -841,29 +889,52 @@ class ScimApp(SystemApp):
             group = directory.groups.get(ctx.params["id"])
             if group is None:
                 raise ScimError(404, f"Group {ctx.params['id']} not found.")
-            for op, path, value in _patch_ops(await self._body(ctx)):
-                low = (path or "").lower()
-                selector = re.fullmatch(r'members\[\s*value\s+eq\s+"([^"]*)"\s*\]', path or "", re.IGNORECASE)
-                if selector and op == "remove":
-                    group.member_ids = [m for m in group.member_ids if m != selector.group(1)]
-                elif low == "members" or (not path and isinstance(value, dict) and "members" in value):
-                    refs = value if low == "members" else value["members"]
-                    if op == "remove" and refs is None:
-                        group.member_ids = []
-                        continue
-                    ids = self._member_refs(directory, refs if isinstance(refs, list) else [refs])
-                    if op == "add":
-                        group.member_ids.extend(i for i in ids if i not in group.member_ids)
-                    elif op == "replace":
-                        group.member_ids = ids
-                    else:
-                        group.member_ids = [m for m in group.member_ids if m not in ids]
-                elif low == "displayname" and op != "remove":
-                    group.display_name = str(value)
-                elif not path and isinstance(value, dict) and "displayName" in value:
-                    group.display_name = str(value["displayName"])
+            changes = _group_changes(_patch_ops(await self._body(ctx)))
+            limit = directory.limits.patch_members_max
+            touched = sum(len(group.member_ids) if refs is None else len(refs) for _, refs in changes.members)
+            if limit is not None and touched > limit:
+                # Databricks documents no limit: the knob, its default and this answer are ours.
+                raise _Refusal(
+                    _ERR.error(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        f"A group PATCH may add or remove at most {limit} members "
+                        f"(limits.patch_members_max); this one has {touched}. Split it into several requests.",
+                    )
+                )
+            if group.external:
+                # Groups kept in sync by automatic identity management are read-only in Databricks; a
+                # PATCH of such a group has been reported to fail with an internal error. The status is
+                # the reported one, the text ours (it must not contain "Unexpected error": databricks-sdk
+                # retries errors whose message does).
+                raise _Refusal(
+                    _ERR.error(
+                        500,
+                        "INTERNAL_ERROR",
+                        f"Failed to update group {group.display_name}: the group is managed by automatic "
+                        "identity management from Microsoft Entra ID and cannot be changed in Databricks.",
+                    )
+                )
+            # Work on a copy and commit at the end: a PATCH applies entirely or not at all (RFC 7644 3.5.2).
+            member_ids = list(group.member_ids)
+            for op, refs in changes.members:
+                if refs is None:  # remove with path "members" and no value: every member
+                    member_ids = []
+                    continue
+                ids = self._member_refs(directory, refs)
+                if op == "add":
+                    member_ids.extend(i for i in ids if i not in member_ids)
+                elif op == "replace":
+                    member_ids = ids
                 else:
-                    raise ScimError(400, f"Unsupported patch path '{path}'.", "invalidPath")
+                    member_ids = [m for m in member_ids if m not in ids]
+            new_name = changes.display_name
+            if new_name is not None:
+                clash = directory.group_named(new_name)
+                if clash is not None and clash.id != group.id:
+                    raise ScimError(409, f"Group with name {new_name} already exists.", "uniqueness")
+                group.display_name = new_name
+            group.member_ids = member_ids
             self._touch(directory)
             self._after_membership_change()
             return Response(status_code=204)
@@ -941,12 +1012,12 @@ class ScimApp(SystemApp):
                 raise ScimError(400, "applicationId must be a non-empty string.", "invalidValue")
             # Without applicationId Databricks creates a Databricks-managed principal with a fresh one.
             app_id = raw_app_id.strip() if isinstance(raw_app_id, str) else str(uuid.uuid4())
+            entitlements = self._entitlements(body.get("entitlements"), "service principals")
             if app_id.lower() in directory.by_application_id:
                 raise ScimError(
                     409, f"Service principal with applicationId {app_id} already exists.", "uniqueness"
                 )
             display = body.get("displayName") if isinstance(body.get("displayName"), str) else None
-            entitlements = [e for e in body.get("entitlements") or [] if isinstance(e, dict)]
             now = time.time()
             if self._federated(directory):
                 account = self.hub.world.account
@@ -1199,3 +1270,40 @@ def _apply_list(current: list[dict[str, Any]], op: str, value: Any) -> list[dict
     if op == "add":
         return current + [i for i in items if i not in current]
     return [c for c in current if c not in items]
+
+
+def _ref_value(ref: Any) -> str:
+    return str(ref.get("value")) if isinstance(ref, dict) else str(ref)
+
+
+@dataclass
+class _GroupChanges:
+    members: list[tuple[str, list[Any] | None]]  # (op, member refs); None = remove every member
+    display_name: str | None = None
+
+
+def _group_changes(ops: list[tuple[str, str | None, Any]]) -> _GroupChanges:
+    """A group PatchOp as member changes and a new display name. Both forms databricks-sdk and the
+    Databricks docs use are understood: ``{"op": "add", "value": {"members": [...]}}``, ``{"op": "add",
+    "path": "members", "value": [...]}`` and ``{"op": "remove", "path": "members[value eq \"<id>\"]"}``."""
+    changes = _GroupChanges(members=[])
+    for op, path, value in ops:
+        low = (path or "").lower()
+        selector = re.fullmatch(r'members\[\s*value\s+eq\s+"([^"]*)"\s*\]', path or "", re.IGNORECASE)
+        if selector and op == "remove":
+            changes.members.append((op, [selector.group(1)]))
+        elif low == "members" or (not path and isinstance(value, dict) and "members" in value):
+            refs = value if low == "members" else value["members"]
+            if op == "remove" and refs is None:
+                changes.members.append((op, None))
+                continue
+            if refs is None:
+                raise ScimError(400, f"The {op} of members needs a value.", "invalidValue")
+            changes.members.append((op, refs if isinstance(refs, list) else [refs]))
+        elif low == "displayname" and op != "remove":
+            changes.display_name = str(value)
+        elif not path and isinstance(value, dict) and "displayName" in value:
+            changes.display_name = str(value["displayName"])
+        else:
+            raise ScimError(400, f"Unsupported patch path '{path}'.", "invalidPath")
+    return changes

@@ -76,6 +76,7 @@ def describe(hub: Hub, tls: TlsFiles, state_dir: Path) -> dict[str, Any]:
                 "client_id": i.client_id,
                 "object_id": i.object_id,
                 **({"client_secret": i.client_secret} if i.client_secret else {}),
+                "graph_permissions": list(i.graph_permissions),
             }
             for i in world.tenant.identities.values()
         },
