@@ -267,7 +267,9 @@ def test_an_assignment_outage_is_retried_in_one_layer_and_reported_per_user(conn
     from entra_provisioning.tasks import UsersNotAddedError
 
     connected.control.reset(account_seed(connected))
-    connected.control.set_faults([{"system": "account", "endpoint": "account.assignments.put", "rate_503": 1.0}])
+    connected.control.set_faults(
+        [{"system": "account", "endpoint": "account.assignments.put", "rate_503": 1.0}]
+    )
     ws = account_workspace(connected)
     with pytest.raises(UsersNotAddedError, match=r"7 user\(s\) could not be added") as info:
         run_all(ws)
