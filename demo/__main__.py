@@ -63,6 +63,16 @@ def _print_summary(title: str, summary: dict) -> None:
     drift = summary.get("drift_user_names") or []
     if drift:
         print(f"    drift: {', '.join(drift[:8])}")
+    sps = summary.get("service_principals")
+    if sps:
+        added_sps = ", ".join(sps["added_application_ids"]) or "none"
+        print(f"    service principals: {sps['resolved']} in the groups, added {added_sps}")
+    groups = summary.get("groups")
+    if groups:
+        print(
+            f"    mirrored groups: created {', '.join(groups['created']) or 'none'}; memberships added "
+            f"{groups['memberships_added']}; membership drift {groups['membership_drift']}"
+        )
 
 
 def main() -> int:
@@ -104,7 +114,9 @@ def main() -> int:
                 )
                 _print_summary(f"{dag_id} → {ws.sandbox_workspace} ({how})", summary)
             creates = _creates(box.control.counts()) - creates_before
-            print(f"\n  Databricks writes this round (creates and assignments): {creates}")
+            print(
+                f"\n  Databricks writes this round (users, service principals, groups, memberships, assignments): {creates}"
+            )
             if round_no == 2 and creates:
                 ok = False
                 print("  ERROR: the second round wrote; it should have found everyone present")
@@ -113,11 +125,18 @@ def main() -> int:
 
 
 def _creates(counts: dict) -> int:
-    """Successful user creates on every workspace and on the account, and workspace assignments."""
+    """Successful writes on every workspace and on the account: users, service principals, groups,
+    memberships and workspace assignments."""
     total = 0
     for system, endpoints in counts.items():
         if system.startswith("workspace:") or system == "account":
-            for name in ("scim.users.create", "account.assignments.put"):
+            for name in (
+                "scim.users.create",
+                "account.assignments.put",
+                "scim.groups.create",
+                "scim.groups.patch",
+                "scim.service_principals.create",
+            ):
                 statuses = endpoints.get(name) or {}
                 total += sum(n for status, n in statuses.items() if str(status).startswith("2"))
     return total

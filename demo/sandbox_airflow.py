@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: The app registration the Graph connection signs in as (it exists in the demo seed).
 GRAPH_IDENTITY = "graph-reader"
+#: The same with Application.Read.All, so that service principal members carry their appId: the
+#: connection of entries that provision service principals.
+GRAPH_APPS_IDENTITY = "graph-reader-apps"
+GRAPH_APPS_CONN_ID = "msgraph_apps"
 #: The managed identity the Databricks connection of account-target entries uses (an account admin in
 #: the demo seed), and that connection's id.
 DATABRICKS_IDENTITY = "airflow-mi"
@@ -47,7 +51,13 @@ DEMO_WORKSPACES: tuple[DemoWorkspace, ...] = (
         sandbox_workspace="ws-alpha",
         groups=("Data Engineers", "Data Scientists"),
         secret="ws-alpha-pat",
-        options={"user_name_attribute": "mail"},
+        # Also mirrors both groups as workspace groups, with the service principal in Data Engineers.
+        options={
+            "user_name_attribute": "mail",
+            "mirror_groups": True,
+            "include_service_principals": True,
+            "msgraph_conn_id": GRAPH_APPS_CONN_ID,
+        },
     ),
     DemoWorkspace(
         name="beta",
@@ -78,6 +88,7 @@ def connections_env(endpoints: Mapping[str, Any]) -> dict[str, str]:
     """
     graph = urlsplit(endpoints["graph"]["origin"])
     reader = endpoints["identities"][GRAPH_IDENTITY]
+    apps_reader = endpoints["identities"][GRAPH_APPS_IDENTITY]
     msgraph = {
         "conn_type": "msgraph",
         "host": graph.netloc,
@@ -102,9 +113,11 @@ def connections_env(endpoints: Mapping[str, Any]) -> dict[str, str]:
             "azure_managed_identity_client_id": endpoints["identities"][DATABRICKS_IDENTITY]["client_id"],
         },
     }
+    msgraph_apps = {**msgraph, "login": apps_reader["client_id"], "password": apps_reader["client_secret"]}
     return {
         "AIRFLOW_CONN_AZURE_DEFAULT": json.dumps({"conn_type": "azure"}),
         "AIRFLOW_CONN_MSGRAPH_DEFAULT": json.dumps(msgraph),
+        f"AIRFLOW_CONN_{GRAPH_APPS_CONN_ID.upper()}": json.dumps(msgraph_apps),
         f"AIRFLOW_CONN_{DATABRICKS_CONN_ID.upper()}": json.dumps(databricks),
     }
 

@@ -38,7 +38,10 @@ def test_dry_run_then_real_run_then_nothing_twice(airflow_sandbox) -> None:
     summary = airflow_sandbox.summary(DAG)
     assert set(summary["added_user_names"]) == EXPECTED_NEW
     assert summary["already_present"] == 2 and summary["drift"] == 2
-    assert summary["skipped"] == {"disabled": 2, "no_user_name": 2, "not_a_user": 2, "duplicate_user_name": 0}
+    # The service principal in Data Engineers is provisioned (include_service_principals), the device not.
+    assert summary["skipped"] == {"disabled": 2, "no_user_name": 2, "not_a_user": 1, "duplicate_user_name": 0}
+    assert summary["groups"]["created"] == ["Data Engineers", "Data Scientists"]
+    assert summary["service_principals"]["added"] == 1
     assert box.control.workspace_user_names("ws-alpha") == before | EXPECTED_NEW
     assert airflow_sandbox.creates("ws-alpha") == 4
 

@@ -29,5 +29,8 @@ def test_make_demo() -> None:
     out = done.stdout
     assert "=== Round 1: airflow dags test" in out and "=== Round 2: airflow dags test" in out
     assert "members resolved" in out and "Demo succeeded in" in out
-    # The second round adds nobody: add-only and idempotent.
-    assert out.rstrip().count("SCIM create requests this round: 0") == 1
+    # The second round writes nothing: add-only and idempotent, for both targets, groups included.
+    assert out.rstrip().count("assignments): 0") == 1
+    assert "account API, managed identity" in out and "created in the account" in out
+    assert "mirrored groups: created Data Engineers, Data Scientists" in out
+    assert "service principals: 1 in the groups, added 0a6f2a13-c15d-5cce-a92e-8d98ae5df6f7" in out
