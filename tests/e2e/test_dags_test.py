@@ -131,3 +131,36 @@ def test_no_entra_token_is_in_the_metadata_db(airflow_sandbox) -> None:
             if any(b"sbx-at." in (v if isinstance(v, bytes) else str(v).encode()) for v in row)
         ]
     assert hits == []
+
+
+def test_account_target_mirrors_a_group_and_assigns_it(airflow_sandbox) -> None:
+    """An extra account-target entry that mirrors Data Engineers as an account group, with ``airflow dags
+    test``: the group is created with its members, assigned to the workspace, and nobody directly."""
+    import yaml
+
+    box = airflow_sandbox.sandbox
+    box.reset()
+    original = airflow_sandbox.config_file.read_text()
+    document = yaml.safe_load(original)
+    gamma = next(e for e in document["workspaces"] if e["name"] == "gamma")
+    entry = {**gamma, "name": "gamma-groups", "entra_groups": ["Data Engineers"], "mirror_groups": True}
+    document["workspaces"].append(entry)
+    airflow_sandbox.config_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        run = airflow_sandbox.run("dags", "test", "entra_provisioning__gamma-groups")
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    finally:
+        airflow_sandbox.config_file.write_text(original)
+    summary = airflow_sandbox.summary("entra_provisioning__gamma-groups")
+    assert summary["groups"]["created"] == ["Data Engineers"]
+    assert summary["groups"]["assigned_to_workspace"] == ["Data Engineers"]
+    group = box.control.account_group("Data Engineers")
+    assert {m["name"] for m in group["members"]} == {
+        "alice.archer@contoso.com",
+        "bob.baker@contoso.com",
+        "carol.chen@contoso.com",
+        "dave.diaz@contoso.com",
+    }
+    assignments = box.control.account_assignments("ws-gamma")
+    assert any(a["kind"] == "group" and a["name"] == "Data Engineers" for a in assignments)
+    assert not any(a["kind"] == "user" and a["name"] == "bob.baker@contoso.com" for a in assignments)
