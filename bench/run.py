@@ -65,6 +65,10 @@ class Scenario:
     # the account's); "missing" members are absent from the account, the others exist there with access.
     target: str = "workspace"
     entry: dict[str, Any] = field(default_factory=dict)  # more keys of the bench entry (account paces)
+    # Entra groups gen-000, gen-001, …: member i is in group i % groups (disjoint). With ``mirror_groups``
+    # in ``entry`` each is mirrored, and its Databricks group exists (right externalId, holding the group's
+    # existing members) unless every member is missing.
+    groups: int = 1
 
     def existing(self) -> list[int]:
         if self.missing == "all":
@@ -81,15 +85,35 @@ class Scenario:
     def is_account(self) -> bool:
         return self.target == "account"
 
+    @property
+    def mirrored(self) -> bool:
+        return bool(self.entry.get("mirror_groups"))
+
+    def group_members(self) -> list[list[int]]:
+        """Each Entra group's members (indices), in group order."""
+        from bench.world import group_of
+
+        out: list[list[int]] = [[] for _ in range(self.groups)]
+        for i in range(self.members):
+            out[group_of(i, self.groups)].append(i)
+        return out
+
     def options(self) -> dict[str, Any]:
         """The keys the bench entry gets beyond concurrency and the create pace."""
-        return {**({"target": "account"} if self.is_account else {}), **self.entry}
+        from bench.world import group_names
+
+        groups = {"entra_groups": group_names(self.groups)} if self.groups > 1 else {}
+        return {**({"target": "account"} if self.is_account else {}), **groups, **self.entry}
 
     def entry_value(self, name: str) -> float:
         """An account pace of the bench entry: the scenario's own, else the product's default."""
         from entra_provisioning.config_fields import FIELDS
 
         return float(self.entry.get(name, FIELDS[name].default))
+
+
+#: Group-mirroring scenarios: the entry mirrors every configured group (workspace groups).
+MIRROR = {"mirror_groups": True}
 
 
 #: Account scenarios: the account API's reported read limits (20 GETs/s), and writes at the 5/s the
@@ -137,6 +161,29 @@ def scenarios(mode: str) -> list[Scenario]:
                 {"rates": {"scim.users.list": 50, "scim.groups.get": 20}},
                 target="account",
                 entry={"account_max_list_calls_per_minute": 3000},
+            ),
+            # Three PATCH batches per group (4 + 4 + 2 members), so a partial last batch is counted too.
+            Scenario(
+                "h",
+                "mirrored groups: all missing",
+                30,
+                "all",
+                8,
+                2000,
+                0,
+                groups=3,
+                entry={**MIRROR, "group_patch_batch_size": 4},
+            ),
+            Scenario(
+                "i",
+                "mirrored groups: none missing",
+                30,
+                "none",
+                8,
+                2000,
+                0,
+                groups=3,
+                entry={**MIRROR, "group_patch_batch_size": 4},
             ),
         ]
     # The baseline is sequential, so a random sample predicts its full run well (checked on (a), which
@@ -208,6 +255,31 @@ def scenarios(mode: str) -> list[Scenario]:
             {"rates": {**ACCOUNT_WRITE_RATES, "scim.users.list": 50, "scim.groups.get": 20}},
             target="account",
             entry={"account_max_list_calls_per_minute": 3000},
+        ),
+        # Group mirroring (workspace target, no binding limit, as (a)): 5,000 members in 5 disjoint Entra
+        # groups of 1,000, each mirrored as a workspace group; the default 100 members per PATCH.
+        # (h): no user and no group in the workspace yet; (i): every user, group and membership there.
+        Scenario(
+            "h",
+            "5,000 members in 5 mirrored groups, all missing",
+            5000,
+            "all",
+            16,
+            2000,
+            0,
+            groups=5,
+            entry=dict(MIRROR),
+        ),
+        Scenario(
+            "i",
+            "5,000 members in 5 mirrored groups, none missing",
+            5000,
+            "none",
+            16,
+            2000,
+            0,
+            groups=5,
+            entry=dict(MIRROR),
         ),
     ]
 
@@ -337,7 +409,7 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         seed = account_scenario_seed(sc.members, sc.existing(), sc.limits)
         existing_users = len(sc.existing())  # the token is the managed identity's, not a user's
     else:
-        seed = scenario_seed(sc.members, sc.existing(), sc.limits)
+        seed = scenario_seed(sc.members, sc.existing(), sc.limits, groups=sc.groups, mirrored=sc.mirrored)
         existing_users = len(sc.existing()) + 1  # the admin who owns the token
 
     def prepare() -> None:
@@ -362,6 +434,9 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
                 )
             }
         )
+    if sc.mirrored:
+        result["groups"] = sc.groups
+        result["config"]["group_patch_batch_size"] = int(sc.entry_value("group_patch_batch_size"))
     result["sandbox_limits"] = sc.limits
 
     # ---- ours: each task in a process of its own, XComs handed over as JSON, as Airflow runs them.
@@ -408,6 +483,8 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
                     "account_users_after": _account_users(state),
                 }
             )
+        if sc.mirrored:
+            run_figures.update(_mirror_figures(sc, counts, summary, control.workspace_groups(WORKSPACE)))
         runs.append(run_figures)
     # The median run stands for the scenario (an odd number of runs has one); the others give the spread.
     by_time = sorted(runs, key=lambda run: float(run["seconds"]))
@@ -424,8 +501,9 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
             o["add_seconds"] / result["floor"]["write_seconds"] if sc.missing_count else None
         )
     else:
-        graph_pages = math.ceil(sc.members / GRAPH_PAGE)
-        lookups = 1
+        # Graph: each group's transitive members in pages of 999 (at least one page), one look-up per group.
+        graph_pages = sum(max(1, math.ceil(len(g) / GRAPH_PAGE)) for g in sc.group_members())
+        lookups = sc.groups
         list_pages = max(1, math.ceil(existing_users / SCIM_PAGE))
         floor = graph_pages + lookups + list_pages + sc.missing_count
         result["floor"] = {
@@ -436,8 +514,18 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
             "requests": floor,
         }
         sequential = graph_pages + lookups + list_pages
+        group_writes = 0
+        if sc.mirrored:
+            mirror = mirror_floor(sc)
+            result["floor"].update(mirror)
+            floor += mirror["scim_group_lookups"] + mirror["group_creates"] + mirror["group_patches"]
+            result["floor"]["requests"] = floor
+            result["floor"]["read_requests"] = sequential + mirror["scim_group_lookups"]
+            sequential += mirror["scim_group_lookups"]
+            # Groups are created and patched one request at a time, after the users.
+            group_writes = mirror["group_creates"] + mirror["group_patches"]
         create_rounds = math.ceil(sc.missing_count / sc.concurrency) if sc.missing_count else 0
-        latency_floor = (sequential + create_rounds) * MEAN_LATENCY_S if sc.latency else 0.0
+        latency_floor = (sequential + create_rounds + group_writes) * MEAN_LATENCY_S if sc.latency else 0.0
         pace_floor = sc.missing_count / sc.creates_per_second
         result["floor"]["latency_seconds"] = max(latency_floor, pace_floor)
     result["ours"]["requests_over_floor"] = result["ours"]["floor_requests"] / floor
@@ -495,6 +583,61 @@ def run_scenario(sb: Any, sc: Scenario, env: dict[str, str], in_process: bool) -
         result["baseline"] = base
         result["ratio"] = base["time"] / result["ours"]["seconds"]
     return result
+
+
+def mirror_floor(sc: Scenario) -> dict[str, Any]:
+    """The group-mirroring part of a workspace scenario's floor.
+
+    One ``GET Groups?filter=displayName eq "…"`` per mirrored group (it returns the group's members too);
+    one ``POST Groups`` per mirrored group the workspace lacks (none when anyone exists: the bench seeds
+    the mirrors with the existing members); and per group ``ceil(members missing from it / batch)``
+    ``PATCH`` adds, ``group_patch_batch_size`` members each.
+    """
+    existing = set(sc.existing())
+    batch = int(sc.entry_value("group_patch_batch_size"))
+    missing_per_group = [sum(1 for i in g if i not in existing) for g in sc.group_members()]
+    patches = sum(math.ceil(n / batch) for n in missing_per_group)
+    return {
+        "scim_group_lookups": sc.groups,
+        "group_creates": 0 if existing else sc.groups,
+        "group_patches": patches,
+        "patch_batch_size": batch,
+        "memberships": sum(missing_per_group),
+    }
+
+
+def _mirror_figures(
+    sc: Scenario,
+    counts: dict[str, dict[str, dict[str, int]]],
+    summary: dict[str, Any],
+    groups_after: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What a group-mirroring run did: group requests by endpoint, the summary's group figures, and
+    whether every mirror ends up whole (right externalId, exactly its Entra group's members)."""
+    from bench.world import group_names, group_object_id, user_name
+
+    by_name = {g["displayName"].lower(): g for g in groups_after}
+    complete = 0
+    members_after = 0
+    for name, indices in zip(group_names(sc.groups), sc.group_members(), strict=True):
+        group = by_name.get(name.lower())
+        if group is None:
+            continue
+        names = {m["name"].lower() for m in group["members"] if m["kind"] == "user"}
+        members_after += len(names)
+        if group["externalId"] == group_object_id(name) and names == {user_name(i) for i in indices}:
+            complete += 1
+    record = summary.get("groups") or {}
+    return {
+        "group_lookups": _endpoint_total(counts, "scim.groups.list"),
+        "group_creates": _endpoint_total(counts, "scim.groups.create"),
+        "group_patches": _endpoint_total(counts, "scim.groups.patch"),
+        "groups_created": len(record.get("created") or []),
+        "memberships_added": record.get("memberships_added"),
+        "groups_failed": len(record.get("failed") or {}),
+        "mirrors_complete": complete,
+        "group_members_after": members_after,
+    }
 
 
 def account_floor(sc: Scenario) -> dict[str, Any]:
@@ -637,6 +780,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             go["requests_over_floor"] <= 1.02,
         )
         add("(g) no writes", f"{go['writes']} writes", go["writes"] == 0)
+    if "h" in by:
+        h, ho = by["h"], by["h"]["ours"]
+        add(
+            "(h) requests <= 1.02x floor (reads + user creates + group creates + PATCH batches)",
+            f"{ho['floor_requests']} / {h['floor']['requests']} = {ho['requests_over_floor']:.3f}x",
+            ho["requests_over_floor"] <= 1.02,
+        )
+    if "i" in by:
+        i, io = by["i"], by["i"]["ours"]
+        add(
+            "(i) no writes (no POST, PATCH, PUT or DELETE to Databricks)",
+            f"{io['writes']} writes",
+            io["writes"] == 0,
+        )
+        add(
+            "(i) requests / read floor (information, not a target)",
+            f"{io['floor_requests']} / {i['floor']['requests']} = {io['requests_over_floor']:.3f}x",
+            None,
+        )
     memory = results.get("memory", {})
     if "100000" in memory:
         tasks = memory["100000"]["tasks"]
@@ -704,6 +866,11 @@ def _writes_cell(r: dict[str, Any]) -> str:
     o = r["ours"]
     if r.get("target") == "account":
         return f"{o['posts']:,} + {o['puts']:,} PUTs ({o['writes_429']} x 429)"
+    if "groups" in r:
+        return (
+            f"{o['posts']:,} + {o['group_creates']} group POSTs + {o['group_patches']} PATCHes "
+            f"({o['writes_429']} x 429)"
+        )
     return f"{o['posts']:,} ({o['creates_429']} x 429)"
 
 
@@ -739,6 +906,26 @@ def _account_line(r: dict[str, Any]) -> str:
         f"account has {o['account_users_after']:,} users after the run."
     )
     return text
+
+
+def _groups_line(r: dict[str, Any]) -> str:
+    """One group-mirroring scenario, in words: its floor and what it did."""
+    o, fl = r["ours"], r["floor"]
+    return (
+        f"({r['scenario']}) {r['title']}: {r['groups']} groups, {r['config']['scim_concurrency']} workers, "
+        f"{r['config']['scim_max_creates_per_second']:g} creates/s, {fl['patch_batch_size']} members per "
+        f"PATCH. Requests {o['floor_requests']:,} / floor {fl['requests']:,} = {o['requests_over_floor']:.3f}x "
+        f"(floor: {_n(fl['graph_pages'], 'Graph page')} + {_n(fl['group_lookups'], 'Graph group look-up')} + "
+        f"{_n(fl['scim_list_pages'], 'user list page')} + {_n(fl['scim_group_lookups'], 'group look-up')} = "
+        f"{fl['read_requests']:,} reads, + {_n(fl['posts'], 'user create')} + "
+        f"{_n(fl['group_creates'], 'group create')} + {fl['group_patches']:,} PATCH"
+        f"{'' if fl['group_patches'] == 1 else 'es'} for "
+        f"{_n(fl['memberships'], 'membership')}); ours: {o['group_lookups']} group look-ups, {o['posts']:,} user "
+        f"creates, {o['group_creates']} group creates, {o['group_patches']} PATCHes, {o['writes']:,} writes in "
+        f"all ({o['writes_429']} answered 429); {o['memberships_added']:,} memberships added, "
+        f"{o['mirrors_complete']} of {r['groups']} mirrors complete afterwards (right externalId, exactly "
+        f"their Entra group's members; {o['group_members_after']:,} members in all)."
+    )
 
 
 def report(results: dict[str, Any]) -> str:
@@ -809,6 +996,18 @@ def report(results: dict[str, Any]) -> str:
         ]
         for r in account:
             lines.append("\n" + _account_line(r))
+    mirrored = [r for r in results["scenarios"] if "groups" in r]
+    if mirrored:
+        lines += [
+            "",
+            "Group mirroring (workspace target, mirror_groups: true; no naive baseline, the original script "
+            "has no groups): the requests floor counts Graph (each group's pages of 999 and one look-up per "
+            "group), the user list pages, one group look-up per mirrored group, one POST per missing user, "
+            "one group POST per mirror the workspace lacks and, per group, ceil(members missing from it / "
+            "batch size) PATCH adds.",
+        ]
+        for r in mirrored:
+            lines.append("\n" + _groups_line(r))
     lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
     for r in results["scenarios"]:
         lines.append(f"- ({r['scenario']}) ours: {_counts_line(r['ours']['counts'])}")
@@ -961,6 +1160,7 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "e2_posts": f"{e2['posts']:,}",
         "e2_over_limit": f"{e2['time_over_n_by_limit']:.3f}",
         "account_figures": _account_figures(by),
+        "groups_figures": _groups_figures(by),
     }
 
 
@@ -980,6 +1180,25 @@ def _account_figures(by: dict[str, dict[str, Any]]) -> str:
         f"{by['g']['floor']['account_list_pages']} account list pages, one assignment list, "
         f"{by['g']['floor']['account_group_gets']} group GETs beside Graph's "
         f"{by['g']['floor']['graph_pages'] + 1}) and {g['writes']} writes."
+    )
+
+
+def _groups_figures(by: dict[str, dict[str, Any]]) -> str:
+    """The benchmarks page's sentence on (h) and (i); a run from before they existed says so."""
+    if "h" not in by or "i" not in by:
+        return (
+            "Not in this run: the scenarios were added after it, and the next full `make bench` measures "
+            "them."
+        )
+    h, i = by["h"], by["i"]
+    ho, io, hf = h["ours"], i["ours"], h["floor"]
+    return (
+        f"(h) made {ho['floor_requests']:,} requests against a floor of {hf['requests']:,} "
+        f"({ho['requests_over_floor']:.3f}×: {hf['read_requests']} reads, {hf['posts']:,} user creates, "
+        f"{hf['group_creates']} group creates, {hf['group_patches']} PATCHes) in {_fmt_s(ho['seconds'])}, "
+        f"{ho['mirrors_complete']} of {h['groups']} mirrors complete. (i) made {io['floor_requests']:,} "
+        f"requests against a read floor of {i['floor']['requests']:,} ({io['requests_over_floor']:.3f}×) "
+        f"and {io['writes']} writes, in {_fmt_s(io['seconds'])}."
     )
 
 

@@ -5,6 +5,11 @@ Every scenario uses the same shape of data: one Entra group ``gen-000`` holding 
 workspace ``ws-bench`` that already holds a chosen subset of them plus its admin. Our path and the
 baseline run against the same reseed, one after the other.
 
+Group-mirroring scenarios spread the members over ``groups`` Entra groups ``gen-000``, ``gen-001``, …
+(member ``i`` in group ``i % groups``: disjoint, as the generator deals them out) and, when some members
+exist, give ``ws-bench`` each group's mirror already: a Databricks group of the same name whose
+``externalId`` is the Entra group's object id, holding that group's existing members.
+
 Account-target scenarios (:func:`account_scenario_seed`) make ``ws-bench`` identity-federated instead: its
 users come from the account, and a chosen subset of the members exists in the account with access to the
 workspace, most through direct assignments, the rest through assigned account groups (one of them
@@ -20,7 +25,7 @@ from typing import Any
 
 from demo.sandbox_airflow import DATABRICKS_CONN_ID, DATABRICKS_IDENTITY
 from sandbox.client import DEMO_SEED
-from sandbox.model import read_seed_file
+from sandbox.model import read_seed_file, stable_id
 
 WORKSPACE = "ws-bench"
 VAULT = "kv-demo"
@@ -38,6 +43,23 @@ def user_name(index: int) -> str:
     """The Databricks userName of generated user ``index`` (its UPN, lower-cased)."""
     # Mirrors sandbox.generator for a tenant without guests: checked against it in the smoke test.
     return f"user{index:06d}@{DOMAIN}"
+
+
+def group_names(groups: int) -> list[str]:
+    """The generated Entra groups' display names: ``gen-000``, ``gen-001``, …"""
+    return [f"gen-{g:03d}" for g in range(groups)]
+
+
+def group_of(index: int, groups: int) -> int:
+    """The generated group that holds user ``index`` (each user is in exactly one)."""
+    # Mirrors sandbox.generator's round-robin: checked against it in the smoke test.
+    return index % groups
+
+
+def group_object_id(name: str) -> str:
+    """The Entra object id the sandbox gives a (non-duplicate) group of that display name."""
+    # Mirrors sandbox.model's stable ids: checked against the sandbox's tenant in the smoke test.
+    return stable_id("group", name)
 
 
 def base_seed(limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -67,20 +89,43 @@ def base_seed(limits: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def scenario_seed(
-    members: int, existing: Iterable[int], limits: Mapping[str, Any] | None = None
+    members: int,
+    existing: Iterable[int],
+    limits: Mapping[str, Any] | None = None,
+    *,
+    groups: int = 1,
+    mirrored: bool = False,
 ) -> dict[str, Any]:
-    """A reseed: ``members`` users in group ``gen-000``; the workspace already has users ``existing``."""
+    """A reseed: ``members`` users in ``groups`` groups (``gen-000``, …); the workspace already has users
+    ``existing`` and, with ``mirrored`` and anyone existing, each group's mirror holding its existing
+    members (:func:`mirror_groups_seed`)."""
     seed = base_seed(limits)
     seed.pop("account")
-    _generate(seed, members)
-    seed["workspaces"][0]["users"] = [user_name(i) for i in existing]
+    _generate(seed, members, groups)
+    existing = list(existing)
+    ws = seed["workspaces"][0]
+    ws["users"] = [user_name(i) for i in existing]
+    if mirrored and existing:
+        ws["groups"] += mirror_groups_seed(existing, groups)
     return seed
 
 
-def _generate(seed: dict[str, Any], members: int) -> None:
+def mirror_groups_seed(existing: Iterable[int], groups: int) -> list[dict[str, Any]]:
+    """Workspace groups mirroring every generated group: same name, ``externalId`` = the Entra group's
+    object id, members = the users of ``existing`` in that group."""
+    members: list[list[str]] = [[] for _ in range(groups)]
+    for i in existing:
+        members[group_of(i, groups)].append(user_name(i))
+    return [
+        {"displayName": name, "externalId": group_object_id(name), "members": members[g]}
+        for g, name in enumerate(group_names(groups))
+    ]
+
+
+def _generate(seed: dict[str, Any], members: int, groups: int = 1) -> None:
     seed["generate"] = {
         "users": members,
-        "groups": 1,
+        "groups": groups,
         "top_group": None,
         "guest_ratio": 0.0,
         "disabled_ratio": 0.0,

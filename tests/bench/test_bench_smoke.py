@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.world import user_name
+from bench.world import group_names, group_of, user_name
 from sandbox.generator import generated_users_and_groups
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +27,20 @@ def test_world_user_names_match_the_generator() -> None:
         domain="contoso.onmicrosoft.com", users=3, groups=1, guest_ratio=0, disabled_ratio=0, no_mail_ratio=0
     )
     assert [u["userPrincipalName"].lower() for u in users] == [user_name(i) for i in range(3)]
+    # The mirrored-group scenarios' membership: member i in group i % groups, groups named gen-000, ….
+    users, groups = generated_users_and_groups(
+        domain="contoso.onmicrosoft.com",
+        users=7,
+        groups=3,
+        guest_ratio=0,
+        disabled_ratio=0,
+        no_mail_ratio=0,
+        top_group=None,
+    )
+    assert [g["displayName"] for g in groups] == group_names(3)
+    assert [sorted(g["members"]) for g in groups] == [
+        sorted(user_name(i) for i in range(7) if group_of(i, 3) == g) for g in range(3)
+    ]
 
 
 def test_benchmarks_page_is_rendered_from_the_committed_results(tmp_path) -> None:
@@ -82,7 +96,7 @@ def results(tmp_path_factory):
 
 def test_every_scenario_did_its_work(results) -> None:
     by = {r["scenario"]: r for r in results["scenarios"]}
-    assert set(by) == {"a", "b", "c", "e", "f", "g"}
+    assert set(by) == {"a", "b", "c", "e", "f", "g", "h", "i"}
     for r in by.values():
         ours = r["ours"]
         assert 0 < ours["seconds"] < 120 and math.isfinite(ours["seconds"])
@@ -135,6 +149,53 @@ def test_account_scenarios_create_assign_and_read_what_their_floors_say(results)
     assert g["floor"]["account_group_gets"] == 3
     assert g["floor"]["account_list_pages"] == math.ceil(g["members"] / 100) > 1
     assert "(f) account" in results["report"] and "(g) account" in results["report"]
+
+
+def test_mirrored_group_scenarios_make_exactly_their_floor(results) -> None:
+    """(h) creates every user, every mirrored group and every membership in PATCH batches, (i) only reads:
+    each endpoint's count equals its part of the floor, and every mirror ends up whole."""
+    by = {r["scenario"]: r for r in results["scenarios"]}
+    for key in "hi":
+        r, ours, floor = by[key], by[key]["ours"], by[key]["floor"]
+        assert "baseline" not in r and r.get("target") != "account"
+        assert r["groups"] == 3 and r["config"]["group_patch_batch_size"] == floor["patch_batch_size"] == 4
+        counts = ours["counts"]
+        assert not [system for system in counts if system == "account"]
+        graph, workspace = counts["graph"], counts["workspace:ws-bench"]
+
+        def ok(endpoint: str, system: dict) -> int:
+            return sum(n for status, n in system.get(endpoint, {}).items() if status in ("200", "201", "204"))
+
+        # Reads: each group's Graph pages and look-up, the user list, one group look-up per mirror.
+        assert ok("graph.groups.transitiveMembers", graph) == floor["graph_pages"] == 3
+        assert ok("graph.groups.list", graph) == floor["group_lookups"] == 3
+        assert ok("scim.users.list", workspace) == floor["scim_list_pages"] == 1
+        assert ok("scim.groups.list", workspace) == ours["group_lookups"] == floor["scim_group_lookups"] == 3
+        assert floor["read_requests"] == 3 + 3 + 1 + 3
+        # Writes: one per missing user, one per missing group, ceil(missing members / 4) PATCHes per group.
+        assert ok("scim.users.create", workspace) == floor["posts"] == r["missing"]
+        assert ok("scim.groups.create", workspace) == ours["group_creates"] == floor["group_creates"]
+        assert ok("scim.groups.patch", workspace) == ours["group_patches"] == floor["group_patches"]
+        assert ours["writes"] == ours["posts"] + ours["group_creates"] + ours["group_patches"]
+        assert ours["writes_429"] == 0
+        assert ours["floor_requests"] == floor["requests"]
+        assert ours["memberships_added"] == floor["memberships"]
+        # Every mirror has the Entra group's object id and exactly its members afterwards.
+        assert ours["groups_failed"] == 0
+        assert ours["mirrors_complete"] == r["groups"]
+        assert ours["group_members_after"] == r["members"]
+    h, i = by["h"], by["i"]
+    # 30 members in 3 groups of 10: 4 + 4 + 2 per group.
+    assert h["missing"] == h["members"] == 30
+    assert h["floor"]["group_creates"] == h["ours"]["groups_created"] == 3
+    assert h["floor"]["group_patches"] == 3 * math.ceil(10 / 4) == 9
+    assert h["floor"]["memberships"] == 30
+    assert h["floor"]["requests"] == h["floor"]["read_requests"] + 30 + 3 + 9
+    # (i): nothing to write at all, and the read floor is the whole floor.
+    assert i["missing"] == 0
+    assert i["ours"]["writes"] == 0 and i["ours"]["groups_created"] == 0
+    assert i["floor"]["requests"] == i["floor"]["read_requests"]
+    assert "(h) mirrored groups" in results["report"] and "(i) mirrored groups" in results["report"]
 
 
 def test_baseline_makes_one_get_per_member_and_one_post_per_missing(results) -> None:
