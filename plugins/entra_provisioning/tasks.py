@@ -353,9 +353,10 @@ def _finish(
     if outcome is not None and (outcome.failed or sps_failed):
         failed = {**outcome.failed, **sps_failed}
         failures = "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())[:50])
+        groups_note = f" Groups not mirrored: {', '.join(sorted(groups_failed))}." if groups_failed else ""
         raise UsersNotAddedError(
             f"{len(failed)} user(s) could not be added (the others were): {failures}. "
-            "A retry adds only what is still missing."
+            f"A retry adds only what is still missing.{groups_note}"
         )
     if groups_failed:
         problems = "; ".join(f"{name}: {reason}" for name, reason in sorted(groups_failed.items()))
