@@ -64,3 +64,57 @@ def team(
         for i in range(size)
     ]
     return users, {"displayName": name, "members": [u["userPrincipalName"] for u in users]}
+
+
+# The child rebuilds the entry and runs the task body exactly as the DAG's task would.
+_CHILD = """
+import json, sys
+from entra_provisioning.config import WorkspaceConfig
+from entra_provisioning import tasks
+args = json.load(sys.stdin)
+raw = args["workspace"]
+for key in ("entra_groups", "tags", "entitlements"):
+    raw[key] = tuple(raw[key])
+print(json.dumps(tasks.add_missing_users(WorkspaceConfig(**raw), args["facts"], args["members"], {})))
+"""
+
+
+def kill_add_missing_users_when(
+    sandbox: Any, ws: WorkspaceConfig, facts: Any, members: Any, reached: Any, log_dir: Any, what: str
+) -> None:
+    """Run ``add_missing_users`` in a child process and SIGKILL it once ``reached()`` is true, as a worker
+    killed mid-task would be; then let any request it had in flight finish on the server."""
+    import dataclasses
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from demo.sandbox_airflow import REPO
+
+    env = {**os.environ, **sandbox.env, **connections_env(sandbox.endpoints)}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
+    payload = json.dumps({"workspace": dataclasses.asdict(ws), "facts": facts, "members": members})
+    output = (log_dir / "child.log").open("wb")  # a file, not a pipe: a full pipe would stall the child
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=output, stderr=output, env=env, cwd=REPO
+    )
+    try:
+        assert child.stdin is not None
+        child.stdin.write(payload.encode())
+        child.stdin.close()
+        deadline = time.monotonic() + 120
+        while not reached():
+            assert child.poll() is None, "the first attempt ended before it could be killed"
+            assert time.monotonic() < deadline, f"the first attempt never reached {what}"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+        output.close()
+    time.sleep(0.5)

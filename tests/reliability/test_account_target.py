@@ -5,13 +5,7 @@ token-safety properties the workspace target has, plus what is particular to wor
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,11 +13,11 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from demo.sandbox_airflow import DATABRICKS_CONN_ID, REPO, connections_env
+from demo.sandbox_airflow import DATABRICKS_CONN_ID, connections_env
 from entra_provisioning import tasks
 from entra_provisioning.config import WorkspaceConfig
 
-from .conftest import team
+from .conftest import kill_add_missing_users_when, team
 
 WS = "ws-gamma"
 TEAM = "Account Team"
@@ -192,18 +186,6 @@ def test_a_connection_naming_another_host_is_refused_before_any_request(connecte
     assert [e for e in connected.control.log(since=since) if not e["system"].startswith("identity")] == []
 
 
-# The child rebuilds the entry and runs the task body exactly as the DAG's task would.
-CHILD = """
-import json, sys
-from entra_provisioning.config import WorkspaceConfig
-from entra_provisioning import tasks
-args = json.load(sys.stdin)
-raw = args["workspace"]
-raw["entra_groups"] = tuple(raw["entra_groups"]); raw["tags"] = tuple(raw["tags"])
-print(json.dumps(tasks.add_missing_users(WorkspaceConfig(**raw), args["facts"], args["members"], {})))
-"""
-
-
 def test_killed_mid_way_then_retried_creates_and_assigns_everyone_exactly_once(connected, tmp_path) -> None:
     size, kill_after = 24, 6
     connected.control.reset(account_seed(connected, size))
@@ -218,30 +200,9 @@ def test_killed_mid_way_then_retried_creates_and_assigns_everyone_exactly_once(c
             connected.control.counts().get("account", {}).get("account.assignments.put", {}).get("200", 0)
         )
 
-    env = {**os.environ, **connected.env, **connections_env(connected.endpoints)}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
-    payload = json.dumps({"workspace": dataclasses.asdict(ws), "facts": facts, "members": members})
-    output = (tmp_path / "child.log").open("wb")
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=output, stderr=output, env=env, cwd=REPO
+    kill_add_missing_users_when(
+        connected, ws, facts, members, lambda: assigned() >= kill_after, tmp_path, "k assignments"
     )
-    try:
-        assert child.stdin is not None
-        child.stdin.write(payload.encode())
-        child.stdin.close()
-        deadline = time.monotonic() + 120
-        while assigned() < kill_after:
-            assert child.poll() is None, "the first attempt ended before it could be killed"
-            assert time.monotonic() < deadline, "the first attempt never reached k assignments"
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
-        output.close()
-    time.sleep(0.5)
     first = assigned()
     assert kill_after <= first < size - 3  # killed mid-way
 

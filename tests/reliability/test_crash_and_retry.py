@@ -6,35 +6,16 @@ it again. Nothing is lost or doubled, because every attempt lists what exists be
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
-from demo.sandbox_airflow import REPO, connections_env
 from entra_provisioning import tasks
 from entra_provisioning.config import WorkspaceConfig
 
-from .conftest import seed_with, team, workspace
+from .conftest import kill_add_missing_users_when, seed_with, team, workspace
 
 TEAM = "Crash Team"
 SIZE = 30
 KILL_AFTER = 8
-
-# The child rebuilds the entry and runs the task body exactly as the DAG's task would.
-CHILD = """
-import json, sys
-from entra_provisioning.config import WorkspaceConfig
-from entra_provisioning import tasks
-args = json.load(sys.stdin)
-raw = args["workspace"]
-raw["entra_groups"] = tuple(raw["entra_groups"]); raw["tags"] = tuple(raw["tags"])
-print(json.dumps(tasks.add_missing_users(WorkspaceConfig(**raw), args["facts"], args["members"], {})))
-"""
 
 
 def creates_201(sandbox) -> int:
@@ -54,30 +35,9 @@ def test_killed_mid_way_then_retried_adds_everyone_exactly_once(connected, tmp_p
     facts = tasks.fetch_token(ws)
     members = tasks.resolve_members(ws)
 
-    env = {**os.environ, **connected.env, **connections_env(connected.endpoints)}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
-    payload = json.dumps({"workspace": dataclasses.asdict(ws), "facts": facts, "members": members})
-    output = (tmp_path / "child.log").open("wb")  # a file, not a pipe: a full pipe would stall the child
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=output, stderr=output, env=env, cwd=REPO
+    kill_add_missing_users_when(
+        connected, ws, facts, members, lambda: creates_201(connected) >= KILL_AFTER, tmp_path, "k creates"
     )
-    try:
-        assert child.stdin is not None
-        child.stdin.write(payload.encode())
-        child.stdin.close()
-        deadline = time.monotonic() + 120
-        while creates_201(connected) < KILL_AFTER:
-            assert child.poll() is None, "the first attempt ended before it could be killed"
-            assert time.monotonic() < deadline, "the first attempt never reached k creates"
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        assert child.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
-        output.close()
-    time.sleep(0.5)  # let any request the dead process had in flight finish on the server
 
     first = connected.control.workspace_user_names("ws-beta") - before
     assert KILL_AFTER <= len(first) < SIZE  # killed mid-way: some created, not all

@@ -15,18 +15,22 @@ OURS = ("entra_provisioning", "airflow.task.hooks.entra_provisioning")
 LOGGER_OF_LINE = re.compile(r"\[(?P<level>\w+)\s*\].*\[(?P<logger>[\w.]+)\] loc=")
 
 
+def foreign_lines(caplog, out: str) -> list[str]:
+    """Loggers below WARNING that are not ours: records that reach the root logger, and lines Airflow's
+    own (structlog) handlers print."""
+    seen = {(logging.getLevelName(r.levelno).lower(), r.name) for r in caplog.records}
+    seen |= {(m["level"], m["logger"]) for m in LOGGER_OF_LINE.finditer(out)}
+    return sorted(name for level, name in seen if level in ("info", "debug") and not name.startswith(OURS))
+
+
 def test_a_run_logs_only_our_lines_below_warning(connected, caplog, capsys) -> None:
     caplog.set_level(logging.INFO)
     ws = workspace(connected, groups=("Data Engineers",))
     summary = tasks.add_missing_users(ws, tasks.fetch_token(ws), tasks.resolve_members(ws), {})
     assert summary["added"] == 4
 
-    # Records that reach the root logger, and lines Airflow's own (structlog) handlers print.
-    seen = {(logging.getLevelName(r.levelno).lower(), r.name) for r in caplog.records}
     out = capsys.readouterr().out
-    seen |= {(m["level"], m["logger"]) for m in LOGGER_OF_LINE.finditer(out)}
-    foreign = sorted(name for level, name in seen if level in ("info", "debug") and not name.startswith(OURS))
-    assert foreign == []
+    assert foreign_lines(caplog, out) == []
     ours = [r.getMessage() for r in caplog.records if r.name.startswith(OURS)]
     assert any(m.startswith("Token from secret ws-beta-pat") for m in ours)
     assert any(m.startswith("Run summary for reliability") for m in ours)
@@ -43,11 +47,8 @@ def test_an_account_run_with_a_managed_identity_logs_only_our_lines_below_warnin
     summary = tasks.add_missing_users(ws, tasks.fetch_token(ws), tasks.resolve_members(ws), {})
     assert summary["target"] == "account" and summary["failed"] == 0
 
-    seen = {(logging.getLevelName(r.levelno).lower(), r.name) for r in caplog.records}
     out = capsys.readouterr().out
-    seen |= {(m["level"], m["logger"]) for m in LOGGER_OF_LINE.finditer(out)}
-    foreign = sorted(name for level, name in seen if level in ("info", "debug") and not name.startswith(OURS))
-    assert foreign == []
+    assert foreign_lines(caplog, out) == []
     ours = [r.getMessage() for r in caplog.records if r.name.startswith(OURS)]
     assert any(m.startswith("Connection databricks_mi (managed identity) authenticates to") for m in ours)
     assert "sbx-at." not in out and not any("sbx-at." in m for m in ours)
