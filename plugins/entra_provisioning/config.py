@@ -420,6 +420,21 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     if f.has_default and f.name not in _SCHEDULE_KEYS
 }
 ENTRY_KEYS = frozenset(FIELDS)
+
+
+def _checked_defaults() -> dict[str, Any]:
+    """Every optional field's default, through its own checks (which a default must pass)."""
+    problems: list[Problem] = []
+    out = _Collector(problems, None, None)
+    ctx = _Context(Settings(), "defaults")
+    checked = {
+        name: _validate(FIELDS[name], value, name, out, ctx) for name, value in _OPTIONAL_DEFAULTS.items()
+    }
+    if problems:  # a bad default in the field table is a bug of this package, not of a config file
+        raise RuntimeError(f"config_fields has defaults its own checks refuse: {problems}")
+    return checked
+
+
 DEFAULTS_KEYS = frozenset(f.name for f in FIELDS.values() if f.in_defaults)
 TOP_LEVEL_KEYS = frozenset(("settings", "defaults", "workspaces"))
 SETTINGS_KEYS = frozenset(SETTINGS_FIELDS)
@@ -582,6 +597,9 @@ def _validate(spec: Field, value: Any, label: str, out: _Collector, ctx: _Contex
         return _INVALID
 
 
+_CHECKED_DEFAULTS: dict[str, Any] = _checked_defaults()
+
+
 def _settings(raw: Any, problems: list[Problem]) -> Settings:
     if raw is None:
         return Settings()
@@ -652,6 +670,11 @@ def _entry(
     for spec in FIELDS.values():
         if spec.name in _SCHEDULE_KEYS or (spec.required and merged.get(spec.name) is None):
             continue  # the schedule is resolved below; a missing required field is reported above
+        if spec.name not in own and spec.name not in defaults:
+            # The table's own default, checked once at import: most fields of most entries are defaults, and
+            # re-checking them for each of 1,000 entries would be most of the loading time.
+            values[spec.name] = _CHECKED_DEFAULTS[spec.name]
+            continue
         checked = _validate(spec, merged[spec.name], spec.name, out, ctx)
         if checked is not _INVALID:
             values[spec.name] = checked

@@ -68,6 +68,8 @@ def prepare(
     access: WorkspaceAccess | None = None,
 ) -> Extras:
     """Read the service principals and the mirrored groups, and decide; raises a guard before any write."""
+    if not (ws.include_service_principals or ws.mirror_groups):
+        return Extras()  # nothing to read; and no id maps of 100,000 users for nothing
     extras = Extras(ids={member_key(u.user_name): u.id for u in users})
     key_of_id = {user.id: member_key(user.user_name) for user in users}
     if ws.include_service_principals and resolution.service_principals:
