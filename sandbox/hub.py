@@ -6,7 +6,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from sandbox.evidence import RequestLog, fingerprint
 from sandbox.faults import FaultInjector
@@ -36,21 +36,28 @@ def normalise_resource(value: str) -> str:
     return value.rstrip("/")
 
 
-class TokenStore:
-    """Opaque Entra access tokens. Only their SHA-256 is kept, like everywhere else in the sandbox."""
+_Record = TypeVar("_Record", bound="_Expiring")
 
-    def __init__(self) -> None:
+
+class _Expiring(Protocol):
+    expires_at: float
+
+
+class _OpaqueTokens(Generic[_Record]):
+    """Opaque access tokens of one kind: only their SHA-256 is kept, like everywhere else in the sandbox."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
         self._lock = threading.Lock()
-        self._tokens: dict[str, IssuedToken] = {}
+        self._tokens: dict[str, _Record] = {}
 
-    def issue(self, audience: str, identity: Identity, lifetime: int) -> tuple[str, float]:
-        raw = "sbx-at." + secrets.token_urlsafe(32)
-        expires = time.time() + lifetime
+    def _store(self, record: _Record) -> str:
+        raw = self._prefix + secrets.token_urlsafe(32)
         with self._lock:
-            self._tokens[fingerprint(raw)] = IssuedToken(audience, identity, expires)
-        return raw, expires
+            self._tokens[fingerprint(raw)] = record
+        return raw
 
-    def lookup(self, raw: str) -> IssuedToken | None:
+    def lookup(self, raw: str) -> _Record | None:
         with self._lock:
             return self._tokens.get(fingerprint(raw))
 
@@ -63,6 +70,17 @@ class TokenStore:
     def clear(self) -> None:
         with self._lock:
             self._tokens.clear()
+
+
+class TokenStore(_OpaqueTokens[IssuedToken]):
+    """Entra access tokens."""
+
+    def __init__(self) -> None:
+        super().__init__("sbx-at.")
+
+    def issue(self, audience: str, identity: Identity, lifetime: int) -> tuple[str, float]:
+        expires = time.time() + lifetime
+        return self._store(IssuedToken(audience, identity, expires)), expires
 
 
 @dataclass
@@ -74,34 +92,16 @@ class DatabricksToken:
     expires_at: float
 
 
-class DatabricksTokenStore:
-    """Tokens from the Databricks ``/oidc/.../v1/token`` endpoints; only their SHA-256 is kept."""
+class DatabricksTokenStore(_OpaqueTokens[DatabricksToken]):
+    """Tokens from the Databricks ``/oidc/.../v1/token`` endpoints. Real ones are JWTs; ours are opaque like
+    the Entra ones (nothing in our path decodes them)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[str, DatabricksToken] = {}
+        super().__init__("sbx-dbx.")
 
     def issue(self, system: str, application_id: str, lifetime: int) -> tuple[str, float]:
-        # Real ones are JWTs; ours are opaque like the Entra ones (nothing in our path decodes them).
-        raw = "sbx-dbx." + secrets.token_urlsafe(32)
         expires = time.time() + lifetime
-        with self._lock:
-            self._tokens[fingerprint(raw)] = DatabricksToken(system, application_id, expires)
-        return raw, expires
-
-    def lookup(self, raw: str) -> DatabricksToken | None:
-        with self._lock:
-            return self._tokens.get(fingerprint(raw))
-
-    def expire_all(self) -> int:
-        with self._lock:
-            for tok in self._tokens.values():
-                tok.expires_at = 0.0
-            return len(self._tokens)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tokens.clear()
+        return self._store(DatabricksToken(system, application_id, expires)), expires
 
 
 class Hub:
