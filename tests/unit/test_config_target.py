@@ -130,6 +130,36 @@ def test_workspace_id_from_host() -> None:
         ),
         ([entry(target="accounts", pat_secret_url=KV_URL)], {}, "field 'target': must be one of"),
         (
+            [account_entry(entitlements=["allow-cluster-create"])],
+            {},
+            "field 'entitlements': cannot be set with target: account",
+        ),
+        (
+            [entry(pat_secret_url=KV_URL, entitlements=["sudo"])],
+            {},
+            "field 'entitlements': each item must be one of",
+        ),
+        (
+            [entry(pat_secret_url=KV_URL, remove_stale_members=True)],
+            {},
+            "field 'remove_stale_members': is only used with mirror_groups: true",
+        ),
+        (
+            [entry(pat_secret_url=KV_URL, mirror_groups=True, assign_users_directly=True)],
+            {},
+            "field 'assign_users_directly': is only used with target: account",
+        ),
+        (
+            [entry(pat_secret_url=KV_URL, mirror_groups=True, group_name="{display_name}-{owner}")],
+            {},
+            "field 'group_name': may use only {display_name} and {object_id}, not owner",
+        ),
+        (
+            [entry(pat_secret_url=KV_URL, mirror_groups=True, group_name="{display_name")],
+            {},
+            "field 'group_name': is not a valid template",
+        ),
+        (
             [account_entry(account_max_assignments_per_second=0)],
             {},
             "field 'account_max_assignments_per_second': must be a number above 0",
@@ -166,3 +196,21 @@ def test_account_hosts_can_be_widened_for_other_clouds() -> None:
         settings={"allowed_account_hosts": ["accounts.azuredatabricks.us"]},
     ).workspaces
     assert ws.account_host == "https://accounts.azuredatabricks.us"
+
+
+def test_group_options_load_with_their_defaults() -> None:
+    (ws,) = load(
+        entry(pat_secret_url=KV_URL, mirror_groups=True, entitlements="workspace-consume")
+    ).workspaces
+    assert (
+        ws.mirror_groups,
+        ws.group_name,
+        ws.group_patch_batch_size,
+        ws.max_membership_removals_per_run,
+    ) == (
+        True,
+        "{display_name}",
+        100,
+        10,
+    )
+    assert ws.entitlements == ("workspace-consume",) and ws.include_service_principals is False
