@@ -200,7 +200,7 @@ def test_account_hosts_can_be_widened_for_other_clouds() -> None:
 
 def test_group_options_load_with_their_defaults() -> None:
     (ws,) = load(
-        entry(pat_secret_url=KV_URL, mirror_groups=True, entitlements="workspace-consume")
+        entry(pat_secret_url=KV_URL, mirror_groups=True, entitlements=["workspace-consume"])
     ).workspaces
     assert (
         ws.mirror_groups,
