@@ -57,6 +57,8 @@ class ExtrasOutcome:
     memberships_added: int = 0
     memberships_removed: int = 0
     groups_failed: dict[str, str] = field(default_factory=dict)
+    #: Of ``groups_failed``, those that failed on Databricks failing or throttling (worth a retry).
+    groups_failed_transient: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
 
@@ -191,6 +193,8 @@ def apply(
         outcome.memberships_removed += len(changed.removed)
         if changed.failure:
             outcome.groups_failed[mirror.name] = changed.failure
+            if changed.transient:
+                outcome.groups_failed_transient.add(mirror.name)
         elif without_id:
             outcome.groups_failed[mirror.name] = (
                 f"{len(without_id)} member(s) not added: they could not be created ({', '.join(without_id[:10])})"

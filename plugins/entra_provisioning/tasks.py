@@ -41,8 +41,13 @@ class UsersNotAddedError(TransientError):
 
 
 class GroupsNotMirroredError(PermanentError):
-    """Some groups could not be mirrored (someone else's group of that name, a group Databricks keeps in
-    sync itself): a retry cannot change that, so Airflow does not retry; the rest of the run is done."""
+    """Some groups could not be mirrored (someone else's group of that name, a refused change): a retry
+    cannot change that, so Airflow does not retry; the rest of the run is done."""
+
+
+class GroupsNotMirroredYetError(TransientError):
+    """Some groups could not be mirrored because Databricks kept failing or throttling their changes
+    (which is also how a group Databricks keeps in sync itself answers): Airflow retries the task."""
 
 
 def task_errors(body: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -360,8 +365,12 @@ def _finish(
         )
     if groups_failed:
         problems = "; ".join(f"{name}: {reason}" for name, reason in sorted(groups_failed.items()))
-        raise GroupsNotMirroredError(
+        transient = extras_outcome is not None and bool(extras_outcome.groups_failed_transient)
+        message = (
             f"{len(groups_failed)} group(s) could not be mirrored (users and the other groups were "
             f"provisioned): {problems}"
         )
+        if transient:
+            raise GroupsNotMirroredYetError(message)
+        raise GroupsNotMirroredError(message)
     return record

@@ -29,6 +29,9 @@ class MembershipOutcome:
     removed: list[str] = field(default_factory=list)
     #: Why the group's PATCHes stopped (the first refusal), or ``None``.
     failure: str | None = None
+    #: The stop was Databricks failing or throttling after every attempt (a later run may succeed), not
+    #: a refusal.
+    transient: bool = False
 
 
 class ScimGroupsMixin:
@@ -126,7 +129,10 @@ class ScimGroupsMixin:
                 response = self._request(
                     "PATCH", f"{GROUPS_ENDPOINT}/{group_id}", json=body, pacer=self.pacer
                 )
-            except (ScimError, ScimUnavailableError) as exc:
+            except ScimUnavailableError as exc:
+                outcome.failure, outcome.transient = str(exc), True
+                return outcome
+            except ScimError as exc:
                 outcome.failure = str(exc)
                 return outcome
             if response.status not in (200, 204):
