@@ -240,6 +240,8 @@ class _StrictLoader(_BaseLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             try:
+                # hash() first: "a_set in seen" quietly looks the set up as a frozenset, and add() then fails.
+                hash(key)
                 duplicate = key in seen
             except TypeError:
                 raise yaml.constructor.ConstructorError(

@@ -326,3 +326,10 @@ def test_load_config_report_reads_files(tmp_path) -> None:
     assert report.config.path == str(path) and len(report.config.workspaces) == 1
     error = report.error(note="a closing note")
     assert error is not None and str(error).endswith("\na closing note")
+
+
+def test_a_set_as_a_mapping_key_is_a_config_error() -> None:
+    """``!!set`` makes a key a set: ``key in seen`` tolerates it (looked up as a frozenset), ``add`` does not."""
+    assert problems_of("!!set  workspaces:") == [
+        'ws.yaml: not valid YAML: mapping keys must be plain values in "<unicode string>", line 1, column 1'
+    ]
