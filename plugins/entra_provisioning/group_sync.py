@@ -16,6 +16,7 @@ from entra_provisioning.groups_plan import (
     GroupAction,
     GroupsPlan,
     check_removal_guard,
+    group_display_name,
     keys_of,
     member_key,
     plan_groups,
@@ -99,8 +100,6 @@ def prepare(
             ws.msgraph_conn_id,
         )
     if ws.mirror_groups:
-        from entra_provisioning.groups_plan import group_display_name
-
         found = {}
         for object_id, display_name in resolution.group_objects:
             name = group_display_name(ws.group_name, display_name, object_id)

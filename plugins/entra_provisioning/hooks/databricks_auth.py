@@ -123,9 +123,10 @@ class DatabricksConnectionTokens(BaseHook):
 
         return BaseDatabricksHook(databricks_conn_id=self.databricks_conn_id, caller="entra-provisioning")
 
-    @property
+    @functools.cached_property
     def databricks_conn(self) -> Any:
-        return self.provider_hook.databricks_conn
+        # Read directly: the provider (and aiohttp, which it imports) is loaded only for its own token paths.
+        return self.get_connection(self.databricks_conn_id)
 
     @property
     def extras(self) -> dict[str, Any]:

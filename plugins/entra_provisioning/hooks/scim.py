@@ -162,15 +162,24 @@ def _error_code(body: Any) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def _error_detail(response: httpx.Response, body: Any) -> str:
+def _body_detail(body: Any) -> str | None:
+    """What an error body says: its ``detail``/``message``/``error``, else the body itself (``None``: no body)."""
     if isinstance(body, dict):
         for key in ("detail", "message", "error"):
             if isinstance(body.get(key), str):
                 return str(body[key])[:300]
-        return str(body)[:300]
-    if body is not None:
-        return str(body)[:300]
-    return response.text.strip()[:200] or response.reason_phrase
+    return None if body is None else str(body)[:300]
+
+
+def _error_detail(response: httpx.Response, body: Any) -> str:
+    detail = _body_detail(body)
+    return detail if detail is not None else response.text.strip()[:200] or response.reason_phrase
+
+
+def _error_detail_of(body: Any) -> str:
+    """:func:`_error_detail` for an answer already reduced to its body."""
+    detail = _body_detail(body)
+    return detail if detail is not None else "no detail"
 
 
 class _BearerAuth:
@@ -739,11 +748,3 @@ class _CarriedOut(Exception):
     def __init__(self, error: ScimUnavailableError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _error_detail_of(body: Any) -> str:
-    if isinstance(body, dict):
-        for key in ("detail", "message", "error"):
-            if isinstance(body.get(key), str):
-                return str(body[key])[:300]
-    return str(body)[:300] if body is not None else "no detail"

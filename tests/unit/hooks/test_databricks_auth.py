@@ -38,10 +38,21 @@ def tokens(conn_id: str, **kwargs: Any) -> DatabricksConnectionTokens:
 
 
 def test_constants_are_the_providers() -> None:
-    from airflow.providers.databricks.hooks import databricks_base
+    # In a child process: the provider imports aiohttp, which fixes its CA bundle at import time, and this
+    # process's later sandbox tests need it to read the sandbox's bundle.
+    import subprocess
+    import sys
 
-    assert databricks_auth.DATABRICKS_RESOURCE == databricks_base.DEFAULT_DATABRICKS_SCOPE
-    assert databricks_auth.REFRESH_LEAD_SECONDS == databricks_base.TOKEN_REFRESH_LEAD_TIME
+    probe = (
+        "from airflow.providers.databricks.hooks.databricks_base import DEFAULT_DATABRICKS_SCOPE, "
+        "TOKEN_REFRESH_LEAD_TIME; print(DEFAULT_DATABRICKS_SCOPE, TOKEN_REFRESH_LEAD_TIME)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    scope, lead = done.stdout.splitlines()[-1].split()
+    assert scope == databricks_auth.DATABRICKS_RESOURCE
+    assert float(lead) == databricks_auth.REFRESH_LEAD_SECONDS
 
 
 @pytest.mark.parametrize(
