@@ -210,15 +210,16 @@ def airflow(env: Mapping[str, str], *args: str, timeout: float = 600) -> Any:
     )
 
 
-def latest_xcom(airflow_home: Path, dag_id: str, task_id: str = "add_missing_users") -> Any:
-    """The newest return value of ``task_id`` in ``dag_id``, read from the SQLite metadata DB."""
+def latest_xcom(
+    airflow_home: Path, dag_id: str, task_id: str = "add_missing_users", key: str = "return_value"
+) -> Any:
+    """The newest XCom ``key`` (default: the return value) of ``task_id`` in ``dag_id``, from the SQLite DB."""
     import sqlite3
 
     with sqlite3.connect(airflow_home / "airflow.db") as db:
         row = db.execute(
-            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = 'return_value' "
-            "ORDER BY timestamp DESC LIMIT 1",
-            (dag_id, task_id),
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ? ORDER BY timestamp DESC LIMIT 1",
+            (dag_id, task_id, key),
         ).fetchone()
     if row is None:
         return None

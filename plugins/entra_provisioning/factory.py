@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entra_provisioning.config import ConfigReport, ProvisioningConfig, WorkspaceConfig, load_config_report
+from entra_provisioning.reporting import users_added_alias
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -101,7 +102,9 @@ def doc_md(ws: WorkspaceConfig) -> str:
 
 **Tasks**: `fetch_token` {"reads the token from Key Vault" if secret is not None else "obtains a token from the connection's identity"} and proves it works (returns no secret) →
 `resolve_members` lists the groups' transitive user members through Microsoft Graph →
-`add_missing_users` {"creates and assigns the members without access" if ws.is_account else "creates the users the workspace lacks"} and returns the run summary.
+`add_missing_users` {"creates and assigns the members without access" if ws.is_account else "creates the users the workspace lacks"} and returns the run summary →
+`report` (a teardown: it never changes the run's outcome) emits the asset event `{ws.dag_id}__users` when
+the run added someone. Each task also stores a small `counts` XCom, failed attempts included.
 
 Trigger with **dry_run** on to see what would be added without writing anything.
 """
@@ -143,33 +146,52 @@ def build_dag(ws: WorkspaceConfig) -> DAG:
         tags=sorted({*BASE_TAGS, *ws.tags}),
         doc_md=doc_md(ws),
     ) as dag:
-
-        @task(task_id="fetch_token")
+        # multiple_outputs=False: the ``-> dict`` annotations would otherwise make Airflow push every key of
+        # the result as an XCom of its own as well, storing the members list twice.
+        @task(task_id="fetch_token", multiple_outputs=False)
         def fetch_token() -> dict[str, Any]:
-            from entra_provisioning import tasks
+            from entra_provisioning import reporting, tasks
 
-            return tasks.fetch_token(ws)
+            push = reporting.counts_pusher(ws, "fetch_token")
+            return tasks.recorded("fetch_token", lambda counts: tasks.fetch_token(ws, counts), push)
 
-        @task(task_id="resolve_members")
+        @task(task_id="resolve_members", multiple_outputs=False)
         def resolve_members() -> dict[str, Any]:
-            from entra_provisioning import tasks
+            from entra_provisioning import reporting, tasks
 
-            return tasks.resolve_members(ws)
+            push = reporting.counts_pusher(ws, "resolve_members")
+            return tasks.recorded("resolve_members", lambda counts: tasks.resolve_members(ws, counts), push)
 
-        @task(task_id="add_missing_users")
+        @task(task_id="add_missing_users", multiple_outputs=False)
         def add_missing_users(
             token_facts: dict[str, Any], members: dict[str, Any], params: dict[str, Any] | None = None
         ) -> dict[str, Any]:
-            from entra_provisioning import tasks
+            from entra_provisioning import reporting, tasks
 
-            return tasks.add_missing_users(ws, token_facts, members, params or {})
+            push = reporting.counts_pusher(ws, "add_missing_users")
+            return tasks.recorded(
+                "add_missing_users",
+                lambda counts: tasks.add_missing_users(ws, token_facts, members, params or {}, counts),
+                push,
+            )
+
+        # A teardown: it runs once the work has finished for good, whatever its outcome, and its own
+        # outcome never changes the run's. Its outlet is the alias its asset event is attached to.
+        @task(task_id="report", multiple_outputs=False, retries=1, outlets=[users_added_alias(ws)])
+        def report() -> dict[str, Any]:
+            from airflow.sdk import get_current_context
+
+            from entra_provisioning import reporting
+
+            return reporting.report(ws, get_current_context())
 
         token_facts = fetch_token()
         members = resolve_members()
         # A bad token should fail the run before it spends Graph quota on member lists.
         token_facts >> members
         # The decorator hands the upstream XCom values over at run time; mypy sees only the XComArgs.
-        add_missing_users(token_facts, members)  # type: ignore[arg-type]
+        added = add_missing_users(token_facts, members)  # type: ignore[arg-type]
+        added >> report().as_teardown()
     return dag
 
 

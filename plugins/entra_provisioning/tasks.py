@@ -28,6 +28,7 @@ from entra_provisioning.plan import (
     check_guard,
 )
 from entra_provisioning.plan import resolve_members as resolve_plan_members
+from entra_provisioning.run_record import CountsRecord
 from entra_provisioning.summary import CreateOutcome, build_summary
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,28 @@ _R = TypeVar("_R")
 class UsersNotAddedError(TransientError):
     """Some users could not be added while the others were; a retry adds only what is still missing."""
 
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        #: The run summary of the attempt, for the counts record pushed before the task fails.
+        self.summary = summary or {}
+
 
 class GroupsNotMirroredError(PermanentError):
     """Some groups could not be mirrored (someone else's group of that name, a refused change): a retry
     cannot change that, so Airflow does not retry; the rest of the run is done."""
 
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
 
 class GroupsNotMirroredYetError(TransientError):
     """Some groups could not be mirrored because Databricks kept failing or throttling their changes
     (which is also how a group Databricks keeps in sync itself answers): Airflow retries the task."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
 
 
 def task_errors(body: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -65,9 +79,61 @@ def task_errors(body: Callable[_P, _R]) -> Callable[_P, _R]:
         except PermanentError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 
-            raise AirflowFailException(str(exc)) from None
+            failure = AirflowFailException(str(exc))
+            # Kept for the counts record (which outcome this was); the log shows only the message.
+            failure.provisioning_error = exc  # type: ignore[attr-defined]
+            raise failure from None
 
     return wrapper
+
+
+def recorded(
+    task: str,
+    body: Callable[[CountsRecord], dict[str, Any]],
+    push: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run a task body and push its counts record (:mod:`entra_provisioning.run_record`) in every outcome.
+
+    On failure the record is pushed before the error propagates, so a failed attempt has its counts and its
+    one-line reason in XCom. ``push`` stores the record (the task instance's ``xcom_push``); a failure to
+    store it is logged, never hides the task's own outcome.
+    """
+    counts = CountsRecord(task)
+    try:
+        result = body(counts)
+    except Exception as exc:
+        original = getattr(exc, "provisioning_error", exc)
+        summary = getattr(original, "summary", None)
+        if summary:
+            counts.update_from_summary(summary)
+        _push_quietly(push, counts.finish(failure_outcome(original), str(exc), at=datetime.now(UTC)))
+        raise
+    if task == "add_missing_users":
+        counts.update_from_summary(result)
+    _push_quietly(push, counts.finish(outcome_of_result(result), at=datetime.now(UTC)))
+    return result
+
+
+def failure_outcome(error: BaseException) -> str:
+    """The counts record's ``outcome`` for a task that raised ``error``."""
+    from entra_provisioning.plan import GuardExceeded
+
+    if isinstance(error, GuardExceeded):
+        return "guard_stop"
+    if isinstance(error, UsersNotAddedError):
+        return "partial"
+    return "failed"
+
+
+def outcome_of_result(result: dict[str, Any]) -> str:
+    return "dry_run" if result.get("dry_run") is True else "success"
+
+
+def _push_quietly(push: Callable[[dict[str, Any]], None], record: dict[str, Any]) -> None:
+    try:
+        push(record)
+    except Exception as exc:
+        log.warning("Could not store the counts record (%s: %s)", type(exc).__name__, exc)
 
 
 def _read_token(ws: WorkspaceConfig, version: str | None = None) -> tuple[str, Any]:
@@ -172,12 +238,14 @@ def _fetch_connection_token(ws: WorkspaceConfig) -> dict[str, Any]:
 
 
 @task_errors
-def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
+def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict[str, Any]:
     """Obtain the token, check it is usable and belongs to an admin; return facts, not the token.
 
     With a PAT, that is a Key Vault read and the workspace's ``/Me``; with a Databricks connection, a token
     from the connection's identity and, in account mode, a read of the account's users.
     """
+    counts = counts or CountsRecord("fetch_token")
+    counts.update(token_expires_in_days=None, token_expires_on=None)
     if ws.databricks_conn_id is not None:
         return _fetch_connection_token(ws)
     token, facts = _read_token(ws)
@@ -185,6 +253,7 @@ def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
     if facts.expires_on is not None:
         left = facts.expires_on - datetime.now(UTC)
         result["expires_in_days"] = left.days
+        counts.update(token_expires_in_days=left.days, token_expires_on=facts.expires_on.isoformat())
         if left <= timedelta(days=ws.secret_expiry_warning_days):
             log.warning(
                 "The token secret %s expires in %d day(s), on %s: rotate it before then",
@@ -207,11 +276,19 @@ def fetch_token(ws: WorkspaceConfig) -> dict[str, Any]:
 
 
 @task_errors
-def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
+def resolve_members(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict[str, Any]:
     """List the configured groups' transitive members and map them to Databricks userNames."""
     from entra_provisioning.hooks.entra import EntraGroupsHook
 
+    counts = counts or CountsRecord("resolve_members")
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
+    try:
+        return _resolve_members(ws, hook, counts)
+    finally:
+        counts.update(throttled=hook.throttled_responses, graph_pages=hook.pages_read)
+
+
+def _resolve_members(ws: WorkspaceConfig, hook: Any, counts: CountsRecord) -> dict[str, Any]:
     # Pages stream from Graph into the plan, which keeps only what it needs of each object: 100,000 raw
     # Graph dicts (~80 MB) never stay alive beside the resolution, one page (≤ 999) at most.
     with hook.stream_members_by_group(ws.entra_groups, with_app_id=ws.include_service_principals) as objects:
@@ -224,6 +301,7 @@ def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
     for group in resolution.empty_groups:
         log.warning("Entra group %r has no members; nothing to provision from it", group)
     skipped = {reason: n for reason, n in resolution.skipped_counts().items() if n}
+    counts.update(members_resolved=len(resolution.members), skipped=resolution.skipped_counts())
     log.info(
         "Resolved %d member(s) from %d group(s) in %d Graph page(s); skipped: %s",
         len(resolution.members),
@@ -236,13 +314,29 @@ def resolve_members(ws: WorkspaceConfig) -> dict[str, Any]:
 
 @task_errors
 def add_missing_users(
-    ws: WorkspaceConfig, token_facts: dict[str, Any], members: dict[str, Any], params: dict[str, Any]
+    ws: WorkspaceConfig,
+    token_facts: dict[str, Any],
+    members: dict[str, Any],
+    params: dict[str, Any],
+    counts: CountsRecord | None = None,
 ) -> dict[str, Any]:
-    """Create the members the workspace lacks (add-only) and return the run summary."""
+    """Create the members the workspace lacks (add-only) and return the run summary.
+
+    ``counts`` (the attempt's counts record) learns the plan's counts before the guard and any write, so
+    a guard stop or a failure part-way is recorded with what was known.
+    """
+    counts = counts or CountsRecord("add_missing_users")
     dry_run = bool(params.get("dry_run", False))
     override = params.get("max_new_users_per_run")
     limit = ws.max_new_users_per_run if override is None else int(override)
     resolution = Resolution.from_record(members)
+    counts.update(
+        dry_run=dry_run,
+        target=ws.target,
+        members_resolved=len(resolution.members),
+        skipped=resolution.skipped_counts(),
+        skipped_total=len(resolution.skipped),
+    )
 
     token: str | Callable[[], str]
     if ws.databricks_conn_id is not None:
@@ -251,7 +345,7 @@ def add_missing_users(
         # Pin the version fetch_token checked, so one run uses one token even if it is rotated meanwhile.
         token, _ = _read_token(ws, token_facts.get("secret_version") or None)
     if ws.is_account:
-        return _add_to_account(ws, token, resolution, dry_run=dry_run, limit=limit)
+        return _add_to_account(ws, token, resolution, dry_run=dry_run, limit=limit, counts=counts)
     extras_outcome: group_sync.ExtrasOutcome | None = None
     with _scim_hook(ws, token) as scim:
         existing = scim.list_users()
@@ -264,6 +358,7 @@ def add_missing_users(
             len(plan.drift),
         )
         extras = group_sync.prepare(scim, ws, resolution, existing)
+        _count_plan(counts, plan)
         check_guard(plan, limit, extras.principals_to_add)
         outcome: CreateOutcome | None = None
         if not dry_run and plan.to_add:
@@ -276,6 +371,7 @@ def add_missing_users(
             extras_outcome = group_sync.apply(scim, ws, extras, outcome.ids)
         if scim.throttled_responses:
             log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
+        counts.update(throttled=scim.throttled_responses)
 
     return _finish(ws, resolution, plan, outcome, dry_run=dry_run, extras=(extras, extras_outcome))
 
@@ -287,6 +383,7 @@ def _add_to_account(
     *,
     dry_run: bool,
     limit: int | None,
+    counts: CountsRecord,
 ) -> dict[str, Any]:
     """Account target: create the members the account lacks, and give every member without access to the
     workspace a ``USER`` assignment; nobody who has any assignment is assigned again."""
@@ -325,6 +422,7 @@ def _add_to_account(
             len(plan.drift),
         )
         extras = group_sync.prepare(scim, ws, resolution, account_users, access)
+        _count_plan(counts, plan)
         check_guard(plan, limit, extras.principals_to_add)
         outcome: CreateOutcome | None = None
         if not dry_run:
@@ -336,6 +434,7 @@ def _add_to_account(
             extras_outcome = group_sync.apply(scim, ws, extras, outcome.ids, access)
             if scim.throttled_responses:
                 log.info("Databricks throttled %d request(s); they were retried", scim.throttled_responses)
+        counts.update(throttled=scim.throttled_responses)
     return _finish(ws, resolution, plan, outcome, dry_run=dry_run, extras=(extras, extras_outcome))
 
 
@@ -361,7 +460,8 @@ def _finish(
         groups_note = f" Groups not mirrored: {', '.join(sorted(groups_failed))}." if groups_failed else ""
         raise UsersNotAddedError(
             f"{len(failed)} user(s) could not be added (the others were): {failures}. "
-            f"A retry adds only what is still missing.{groups_note}"
+            f"A retry adds only what is still missing.{groups_note}",
+            summary=record,
         )
     if groups_failed:
         problems = "; ".join(f"{name}: {reason}" for name, reason in sorted(groups_failed.items()))
@@ -371,6 +471,15 @@ def _finish(
             f"provisioned): {problems}"
         )
         if transient:
-            raise GroupsNotMirroredYetError(message)
-        raise GroupsNotMirroredError(message)
+            raise GroupsNotMirroredYetError(message, summary=record)
+        raise GroupsNotMirroredError(message, summary=record)
     return record
+
+
+def _count_plan(counts: CountsRecord, plan: Plan | AccountPlan) -> None:
+    """What the plan knows, recorded before the guard and any write."""
+    counts.update(
+        already_present=len(plan.already_present),
+        to_add=len(plan.to_add),
+        drift=len(plan.drift),
+    )

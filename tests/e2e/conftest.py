@@ -24,6 +24,16 @@ class AirflowSandbox:
     def summary(self, dag_id: str) -> Any:
         return latest_xcom(self.home, dag_id)
 
+    def counts(self, dag_id: str, task_id: str = "add_missing_users") -> Any:
+        """The newest counts record (XCom ``counts``) of ``task_id``."""
+        return latest_xcom(self.home, dag_id, task_id, key="counts")
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        import sqlite3
+
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            return list(db.execute(sql, params))
+
     def creates(self, workspace: str) -> int:
         counts = self.sandbox.control.counts().get(f"workspace:{workspace}", {})
         return sum((counts.get("scim.users.create") or {}).values())

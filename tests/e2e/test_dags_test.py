@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from demo.sandbox_airflow import latest_xcom
+
 DAG = "entra_provisioning__alpha"
 EXPECTED_NEW = {
     "carol.chen@contoso.com",
@@ -20,6 +22,21 @@ ACCOUNT_NEW = {"bob.baker@contoso.com", "erin.evans@contoso.com", "jane@fabrikam
 pytestmark = pytest.mark.e2e
 
 
+def latest_report(airflow_sandbox) -> dict:
+    """What the newest run's ``report`` task did (its return value)."""
+    return latest_xcom(airflow_sandbox.home, DAG, "report")
+
+
+def asset_events(airflow_sandbox) -> list[tuple[str, dict]]:
+    """Every asset event stored for alpha's asset: (uri, extra)."""
+    rows = airflow_sandbox.query(
+        "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = ? ORDER BY e.id",
+        f"{DAG}__users",
+    )
+    return [(uri, json.loads(extra) if isinstance(extra, str) else extra) for uri, extra in rows]
+
+
 def test_dry_run_then_real_run_then_nothing_twice(airflow_sandbox) -> None:
     box = airflow_sandbox.sandbox
     box.reset()
@@ -32,6 +49,9 @@ def test_dry_run_then_real_run_then_nothing_twice(airflow_sandbox) -> None:
     assert set(summary["to_add_user_names"]) == EXPECTED_NEW
     assert box.control.workspace_user_names("ws-alpha") == before
     assert airflow_sandbox.creates("ws-alpha") == 0
+    counts = airflow_sandbox.counts(DAG)
+    assert counts["outcome"] == "dry_run" and counts["to_add"] == 4 and counts["added_in_run"] == 0
+    assert latest_report(airflow_sandbox)["asset_event"] is False
 
     first = airflow_sandbox.run("dags", "test", DAG)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -44,12 +64,43 @@ def test_dry_run_then_real_run_then_nothing_twice(airflow_sandbox) -> None:
     assert summary["service_principals"]["added"] == 1
     assert box.control.workspace_user_names("ws-alpha") == before | EXPECTED_NEW
     assert airflow_sandbox.creates("ws-alpha") == 4
+    # The counts record: the summary's counts, a few hundred bytes, beside the return value.
+    counts = airflow_sandbox.counts(DAG)
+    assert counts["outcome"] == "success" and counts["error"] is None
+    assert (counts["added"], counts["added_in_run"], counts["to_add"], counts["drift"]) == (4, 4, 4, 2)
+    assert counts["members_resolved"] == 6 and counts["service_principals_added"] == 1
+    assert len(json.dumps(counts)) < 1000
+    assert airflow_sandbox.counts(DAG, "resolve_members")["members_resolved"] == 6
+    assert airflow_sandbox.counts(DAG, "fetch_token")["outcome"] == "success"
+    # The run added someone, so report attached an asset event to the workspace's asset, with the counts.
+    assert latest_report(airflow_sandbox)["asset_event"] is True
+    events = asset_events(airflow_sandbox)
+    assert len(events) == 1
+    uri, extra = events[0]
+    assert uri == f"x-entra-provisioning://{extra['workspace']}/users"
+    assert extra["workspace"].startswith("127.0.0.1:")  # the sandbox workspace's host
+    assert extra["added_in_run"] == 4 and extra["outcome"] == "success"
 
     second = airflow_sandbox.run("dags", "test", DAG)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     summary = airflow_sandbox.summary(DAG)
     assert summary["added"] == 0 and summary["to_add"] == 0 and summary["already_present"] == 6
     assert airflow_sandbox.creates("ws-alpha") == 4  # no POST at all on the second run
+    # Nobody added: no asset event this time.
+    assert latest_report(airflow_sandbox)["asset_event"] is False
+    assert len(asset_events(airflow_sandbox)) == 1
+
+
+def test_each_task_stores_its_result_once(airflow_sandbox) -> None:
+    """The -> dict annotations must not make Airflow push every key again as an XCom of its own."""
+    rows = airflow_sandbox.query("SELECT DISTINCT task_id, key FROM xcom WHERE dag_id = ?", DAG)
+    keys: dict[str, set[str]] = {}
+    for task_id, key in rows:
+        keys.setdefault(task_id, set()).add(key)
+    assert keys["resolve_members"] == {"return_value", "counts"}, keys
+    assert keys["add_missing_users"] == {"return_value", "counts"}, keys
+    assert keys["fetch_token"] == {"return_value", "counts"}, keys
+    assert keys["report"] == {"return_value"}, keys
 
 
 def test_guard_fails_before_any_write(airflow_sandbox) -> None:
@@ -61,6 +112,13 @@ def test_guard_fails_before_any_write(airflow_sandbox) -> None:
     assert "max_new_users_per_run" in run.stdout + run.stderr
     assert box.control.workspace_user_names("ws-alpha") == before
     assert airflow_sandbox.creates("ws-alpha") == 0
+    # The failed task still left its counts record, with the one-line reason; report ran and said so.
+    counts = airflow_sandbox.counts(DAG)
+    assert counts["outcome"] == "guard_stop" and counts["to_add"] == 4 and counts["added_in_run"] == 0
+    assert counts["error"].startswith(
+        "Refusing to add 5 new users"
+    )  # 4 users and the SP and "\n" not in counts["error"]
+    assert latest_report(airflow_sandbox)["events"] == ["guard_stop"]
 
 
 def test_the_pat_is_nowhere_in_the_metadata_db(airflow_sandbox) -> None:

@@ -190,8 +190,15 @@ def test_dag_shape_and_trigger_form() -> None:
         "fetch_token",
         "resolve_members",
         "add_missing_users",
+        "report",
     ]
     assert dag.task_dict["add_missing_users"].upstream_task_ids == {"fetch_token", "resolve_members"}
+    # report runs whatever happened and never changes the run's outcome; it is the asset alias's producer.
+    report = dag.task_dict["report"]
+    assert report.is_teardown and report.upstream_task_ids == {"add_missing_users"}
+    assert [outlet.name for outlet in report.outlets] == ["entra_provisioning__ws-0000__users_added"]
+    # No task infers multiple_outputs from its -> dict annotation (which stores every key twice).
+    assert all(task.multiple_outputs is False for task in dag.tasks)
     assert dag.default_args["retries"] == 3
     assert {"entra-provisioning", "databricks"} <= set(dag.tags)
     params = dag.params

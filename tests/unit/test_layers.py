@@ -33,6 +33,12 @@ ALLOWED: dict[str, set[str]] = {
     # The task layer's helper for service principals and mirrored groups: it drives a hook it is given.
     "group_sync": {"config", "groups_plan", "identities", "plan", "hooks.scim"},
     "summary": {"identities", "plan", "groups_plan"},
+    # Watching runs: the counts record and the events read from it are pure; run_state and reporting are
+    # the task side (an Airflow Variable, XComs, the asset alias).
+    "run_record": set(),
+    "run_events": set(),
+    "run_state": set(),
+    "reporting": {"", "config", "run_events", "run_record", "run_state"},
     "hooks": set(),
     "hooks.key_vault": {"", "errors", "hooks", "retry", "urls"},
     "hooks.entra": {"", "errors", "hooks", "identities", "retry"},

@@ -138,6 +138,8 @@ class EntraGroupsHook(BaseHook):
         self.page_size = page_size
         self.retry_policy = retry_policy or self.default_retry_policy
         self.pages_read = 0
+        #: 429 answers Graph gave this hook (each was retried, or ended the task as transient).
+        self.throttled_responses = 0
         self.retries = 0
         #: Each configured group's ``(object id, display name)``, filled as groups are looked up.
         self.group_objects: dict[str, tuple[str, str]] = {}
@@ -164,6 +166,8 @@ class EntraGroupsHook(BaseHook):
                 status, code, message = _odata_error(exc)
                 kind = GRAPH_ERRORS.classify(status, code)
                 if issubclass(kind, GraphUnavailableError):
+                    if status == 429:
+                        self.throttled_responses += 1
                     raise kind(f"HTTP {status}: {message}", retry_after=_retry_after(exc)) from None
                 hint = permission_hint if status == 403 else ""
                 raise kind(f"{what} failed (HTTP {status}){hint}: {message}") from None

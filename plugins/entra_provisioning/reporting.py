@@ -1,0 +1,100 @@
+"""The task side of a run's records: storing each task's counts record, and the ``report`` task.
+
+``report`` runs after ``add_missing_users`` has finished for good (succeeded, failed after Airflow's
+retries, or never ran because an upstream task failed). It is a teardown task, so its own outcome never
+changes the run's. It reads the three counts records and, from them only:
+
+- emits an asset event for the workspace when the run added someone (a partially failed run included),
+  through the DAG's asset alias, with the run's counts in its ``extra``.
+
+Airflow and the SDKs are imported inside the functions: this module is imported by the DAG file's tasks
+only when they run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from entra_provisioning import run_state
+from entra_provisioning.run_events import WORK_TASKS, added_in_run, asset_extra, run_events
+from entra_provisioning.run_record import COUNTS_KEY
+
+if TYPE_CHECKING:
+    from airflow.sdk import Asset, AssetAlias
+
+    from entra_provisioning.config import WorkspaceConfig
+
+log = logging.getLogger(__name__)
+
+#: Asset URIs use a scheme of our own (``x-`` marks a private scheme: Airflow keeps it as written);
+#: ``databricks://`` belongs to the Databricks provider's Unity Catalog tables.
+ASSET_SCHEME = "x-entra-provisioning"
+
+
+def workspace_asset(ws: WorkspaceConfig) -> Asset:
+    """The Airflow asset standing for "the users of this workspace": an event means someone was added."""
+    from airflow.sdk import Asset
+
+    return Asset(name=f"{ws.dag_id}__users", uri=f"{ASSET_SCHEME}://{ws.workspace_host}/users")
+
+
+def users_added_alias(ws: WorkspaceConfig) -> AssetAlias:
+    """The alias ``report`` attaches the workspace's asset event to, only when the run added someone."""
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(name=f"{ws.dag_id}__users_added")
+
+
+def counts_pusher(ws: WorkspaceConfig, task: str) -> Callable[[dict[str, Any]], None]:
+    """Store a counts record as the running task's ``counts`` XCom.
+
+    For ``add_missing_users`` it first adds ``added_in_run``: what this attempt added plus what earlier
+    attempts of the same run added (kept in the workspace's state Variable, since Airflow clears a task's
+    XComs when a retry starts).
+    """
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    ti = context["ti"]
+    run_id = str(context["run_id"])
+
+    def push(record: dict[str, Any]) -> None:
+        if task == "add_missing_users":
+            if record.get("dry_run"):
+                record["added_in_run"] = 0
+            else:
+                total, state = run_state.carry_added(
+                    run_state.load(ws.dag_id), run_id, int(record.get("added") or 0)
+                )
+                record["added_in_run"] = total
+                run_state.save(ws.dag_id, state)
+        ti.xcom_push(key=COUNTS_KEY, value=record)
+
+    return push
+
+
+def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Read the run's counts records and act on them; return what was done (small, for XCom)."""
+    ti = context["ti"]
+    run_id = str(context["run_id"])
+    records = {task: _pull(ti, task) for task in WORK_TASKS}
+    events = run_events(records, expiry_warning_days=ws.secret_expiry_warning_days)
+    added = added_in_run(records)
+    if added:
+        extra = asset_extra(records, workspace=ws.workspace_host, run_id=run_id)
+        context["outlet_events"][users_added_alias(ws)].add(workspace_asset(ws), extra=extra)
+        log.info("Asset event for %s: %d user(s) added in this run", workspace_asset(ws).uri, added)
+    for event in events:
+        log.info("Event %s: %s%s", event.kind, event.what, f" ({event.reason})" if event.reason else "")
+    return {
+        "events": [event.kind for event in events],
+        "added_in_run": added,
+        "asset_event": bool(added),
+    }
+
+
+def _pull(ti: Any, task: str) -> dict[str, Any] | None:
+    value = ti.xcom_pull(task_ids=task, key=COUNTS_KEY)
+    return dict(value) if isinstance(value, Mapping) else None

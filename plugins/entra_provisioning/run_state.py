@@ -1,0 +1,66 @@
+"""What a workspace's DAG remembers between task attempts and runs: one Airflow Variable per workspace.
+
+Airflow clears a task instance's XComs when an attempt starts, so a retried ``add_missing_users`` would
+forget what the failed attempt added, and nothing in XCom says when the last token-expiry alert went out.
+This small JSON Variable (``<dag_id>__state``, visible under Admin → Variables, no secret in it) keeps:
+
+- ``run_id`` / ``added_in_run``: users added by the attempts of the current run so far;
+- ``alerted``: ``{"run_id": …, "events": [...]}``, the alerts already sent for the latest alerted run, so a
+  retried report never sends one twice;
+- ``token_alerted_on``: the day (UTC, ISO date) the last token-expiry alert was sent.
+
+``max_active_runs=1`` makes each workspace's DAG the only writer of its Variable. The decisions are pure
+functions; only :func:`load` and :func:`save` touch Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["carry_added", "load", "save", "variable_key"]
+
+
+def variable_key(dag_id: str) -> str:
+    return f"{dag_id}__state"
+
+
+def carry_added(state: dict[str, Any], run_id: str, added_now: int) -> tuple[int, dict[str, Any]]:
+    """Users added by this run's attempts so far, this one included; and the state to save.
+
+    A new run starts from zero; a retry of the same run adds to what the earlier attempts added.
+    """
+    before = int(state.get("added_in_run", 0)) if state.get("run_id") == run_id else 0
+    total = before + max(0, int(added_now))
+    return total, {**state, "run_id": run_id, "added_in_run": total}
+
+
+def load(dag_id: str) -> dict[str, Any]:
+    """The workspace's state (empty when there is none, or it cannot be read: it is a convenience)."""
+    from airflow.sdk import Variable
+
+    try:
+        raw = Variable.get(variable_key(dag_id), default=None)
+    except Exception as exc:
+        log.warning("Could not read Variable %s (%s: %s)", variable_key(dag_id), type(exc).__name__, exc)
+        return {}
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def save(dag_id: str, state: dict[str, Any]) -> None:
+    from airflow.sdk import Variable
+
+    Variable.set(
+        variable_key(dag_id),
+        json.dumps(state, sort_keys=True),
+        description="entra-provisioning: per-workspace run state (added in the current run, alerts sent)",
+    )
