@@ -54,6 +54,8 @@ GAMMA_NEW = {"bob.baker@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.c
 ALPHA_NEW = {"carol.chen@contoso.com", "dave.diaz@contoso.com", "erin.evans@contoso.com", "jane@fabrikam.com"}
 RUN_TIMEOUT = 240  # seconds for one run on a busy 2-core machine; a healthy run takes about 30 s
 CHECK_FILE = "entra_provisioning_config_check.py"
+#: Someone else's DAG, scheduled on alpha's asset (written into the test's DAG folder).
+WATCHER = "watches_alpha_users"
 DAG_FILE = "entra_provisioning_dags.py"
 #: How often the dag-processor re-reads each DAG file here (Airflow's default is 30 s): a config edit shows
 #: up within seconds, which the config case below waits for several times.
@@ -97,13 +99,16 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
         config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta, gamma)))
         base_env = airflow_env(sandbox.endpoints, root / "home", config_file)
         base_env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = str(PARSE_INTERVAL)
+        # The package's DAG files, plus a DAG of someone else's scheduled on alpha's asset.
+        base_env["AIRFLOW__CORE__DAGS_FOLDER"] = str(_dags_folder(root / "dags", sandbox))
         initial = {ws: sandbox.control.workspace_user_names(ws) for ws in ("ws-alpha", "ws-beta")}
         with fresh_database() as database:
             cluster = AirflowCluster(base_env, root / "cluster", database)
             try:
                 cluster.migrate()
                 cluster.start()
-                cluster.wait_ready([ALPHA, BETA, GAMMA])
+                cluster.wait_ready([ALPHA, BETA, GAMMA, WATCHER])
+                cluster.unpause(WATCHER)
                 # Unpaused first (with the CLI command docs/operations.md gives), so its scheduled runs happen
                 # while the REST tests run.
                 unpaused = cluster.airflow("dags", "unpause", BETA)
@@ -139,6 +144,44 @@ def test_rest_trigger_dry_run_then_real_run(distributed: Distributed) -> None:
     assert set(summary["added_user_names"]) == ALPHA_NEW
     assert box.control.workspace_user_names("ws-alpha") == before | ALPHA_NEW
     assert distributed.creates("ws-alpha") == {"201": len(ALPHA_NEW)}
+
+
+def test_an_asset_event_only_after_a_run_that_added_someone(distributed: Distributed) -> None:
+    """alpha's dry run and its real run above emitted one asset event (the real run's, with its counts), so
+    the DAG scheduled on alpha's asset ran once, and saw the counts; a run that adds nobody emits none."""
+    cluster = distributed.cluster
+
+    def watcher_runs(done: int) -> list[dict[str, Any]] | None:
+        cluster.check_alive()
+        runs = cluster.runs(WATCHER)
+        return runs if sum(r["state"] == "success" for r in runs) >= done else None
+
+    (run,) = wait_for("the asset-scheduled run", lambda: watcher_runs(1), RUN_TIMEOUT, 2, cluster.log_tails)
+    assert run["run_type"] == "asset_triggered"
+    seen = cluster.api(
+        "GET",
+        f"/api/v2/dags/{WATCHER}/dagRuns/{run['dag_run_id']}/taskInstances/note_the_event/xcomEntries/"
+        "return_value?deserialize=true",
+    )["value"]
+    seen = json.loads(seen) if isinstance(seen, str) else seen
+    assert seen["added_in_run"] == len(ALPHA_NEW) and seen["outcome"] == "success"
+    assert seen["source_dag_id"] == ALPHA and seen["uri"].endswith("/users")
+
+    run_id = cluster.trigger(ALPHA)  # everyone is there now: nobody to add
+    cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+    report = cluster.api(
+        "GET",
+        f"/api/v2/dags/{ALPHA}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value?deserialize=true",
+    )["value"]
+    report = json.loads(report) if isinstance(report, str) else report
+    assert report["asset_event"] is False and report["added_in_run"] == 0
+    events = cluster.query(
+        "SELECT e.source_run_id FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = %s",
+        (f"{ALPHA}__users",),
+    )
+    assert len(events) == 1, events
+    time.sleep(2 * PARSE_INTERVAL)  # the scheduler creates asset-triggered runs within seconds
+    assert len(cluster.runs(WATCHER)) == 1
 
 
 def test_an_account_target_run_on_the_celery_worker(distributed: Distributed) -> None:
@@ -396,3 +439,35 @@ def _json_out(stdout: str) -> list[dict[str, Any]]:
     lines = [line for line in stdout.splitlines() if line.startswith(("[{", "[]"))]
     assert lines, stdout[-3000:]
     return list(json.loads(lines[-1]))
+
+
+def _dags_folder(folder: Path, sandbox: Sandbox) -> Path:
+    """The repo's DAG files (linked) and a DAG scheduled on alpha's asset, which returns what it saw."""
+    repo_dags = Path(__file__).resolve().parents[2] / "dags"
+    folder.mkdir()
+    for dag_file in (DAG_FILE, CHECK_FILE):
+        (folder / dag_file).symlink_to(repo_dags / dag_file)
+    host = urlsplit(sandbox.endpoints["workspaces"]["ws-alpha"]["host"]).netloc
+    (folder / "watches_alpha_users.py").write_text(
+        f"""\
+from datetime import datetime
+
+from airflow.sdk import Asset, dag, task
+
+ALPHA_USERS = Asset(name="{ALPHA}__users", uri="x-entra-provisioning://{host}/users")
+
+
+@dag(dag_id="{WATCHER}", schedule=ALPHA_USERS, start_date=datetime(2025, 1, 1), catchup=False)
+def watches_alpha_users():
+    @task
+    def note_the_event(triggering_asset_events=None):
+        (event,) = triggering_asset_events[ALPHA_USERS]
+        return {{**event.extra, "source_dag_id": event.source_dag_id, "uri": event.asset.uri}}
+
+    note_the_event()
+
+
+watches_alpha_users()
+"""
+    )
+    return folder
