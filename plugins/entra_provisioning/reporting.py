@@ -65,11 +65,13 @@ def counts_pusher(ws: WorkspaceConfig, task: str) -> Callable[[dict[str, Any]], 
             if record.get("dry_run"):
                 record["added_in_run"] = 0
             else:
-                total, state = run_state.carry_added(
-                    run_state.load(ws.dag_id), run_id, int(record.get("added") or 0)
-                )
+                added = int(record.get("added") or 0)
+                total, state = run_state.carry_added(run_state.load(ws.dag_id), run_id, added)
                 record["added_in_run"] = total
-                run_state.save(ws.dag_id, state)
+                try:
+                    run_state.save(ws.dag_id, state)
+                except Exception as exc:  # the record matters more than the carry-over
+                    log.warning("Could not save the run state (%s: %s)", type(exc).__name__, exc)
         ti.xcom_push(key=COUNTS_KEY, value=record)
 
     return push

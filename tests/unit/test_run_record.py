@@ -105,7 +105,13 @@ def test_events_of_a_clean_run_are_none() -> None:
 def test_each_failure_is_one_event_of_its_kind() -> None:
     token = ok("fetch_token")
     members = ok("resolve_members")
-    partial = {**ok("add_missing_users"), "outcome": "partial", "failed": 2, "added_in_run": 5, "error": "2 …"}
+    partial = {
+        **ok("add_missing_users"),
+        "outcome": "partial",
+        "failed": 2,
+        "added_in_run": 5,
+        "error": "2 …",
+    }
     guard = {**ok("add_missing_users"), "outcome": "guard_stop", "to_add": 900, "error": "Refusing …"}
     broken = {**ok("resolve_members"), "outcome": "failed", "error": "Entra group 'X' not found"}
     cases = [
@@ -124,7 +130,9 @@ def test_each_failure_is_one_event_of_its_kind() -> None:
 
 def test_token_expiry_and_group_drift_are_events_beside_the_outcome() -> None:
     records = {
-        "fetch_token": ok("fetch_token", token_expires_in_days=3, token_expires_on="2026-12-03T00:00:00+00:00"),
+        "fetch_token": ok(
+            "fetch_token", token_expires_in_days=3, token_expires_on="2026-12-03T00:00:00+00:00"
+        ),
         "resolve_members": ok("resolve_members"),
         "add_missing_users": ok("add_missing_users", membership_drift=2, memberships_removed=0),
     }
@@ -147,3 +155,49 @@ def test_a_dry_run_adds_nobody_and_the_asset_extra_carries_the_counts() -> None:
         "added": 4,
         "to_add": 4,
     }
+
+
+class _TaskInstance:
+    """Stands in for the running task instance: hands out the counts records of this run."""
+
+    def __init__(self, records: dict[str, dict[str, Any] | None]) -> None:
+        self.records = records
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        assert key == "counts"
+        return self.records.get(task_ids)
+
+
+def test_report_attaches_the_asset_event_to_the_alias_for_a_partially_failed_run() -> None:
+    """A run that added five and then failed for two users still announces the five (Airflow's own outlet
+    accessor records the event; the end-to-end tests show it reaches the asset)."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from entra_provisioning import reporting
+    from entra_provisioning.config import parse_config
+    from tests.unit.test_factory import generated_config
+
+    (ws,) = parse_config(generated_config(1)).workspaces
+    partial = {**ok("add_missing_users"), "outcome": "partial", "added": 0, "added_in_run": 5, "failed": 2}
+    records = {"fetch_token": ok("fetch_token"), "resolve_members": ok("resolve_members")}
+    outlets = OutletEventAccessors()
+    context = {
+        "ti": _TaskInstance({**records, "add_missing_users": partial}),
+        "run_id": "manual__1",
+        "outlet_events": outlets,
+    }
+    result = reporting.report(ws, context)
+    assert result == {"events": ["users_failed"], "added_in_run": 5, "asset_event": True}
+    (event,) = outlets[reporting.users_added_alias(ws)].asset_alias_events
+    assert event.dest_asset_key.name == "entra_provisioning__ws-0000__users"
+    assert event.extra["added_in_run"] == 5 and event.extra["outcome"] == "partial"
+
+    nobody = {**ok("add_missing_users"), "added": 0, "added_in_run": 0}
+    outlets = OutletEventAccessors()
+    context = {
+        "ti": _TaskInstance({**records, "add_missing_users": nobody}),
+        "run_id": "m2",
+        "outlet_events": outlets,
+    }
+    assert reporting.report(ws, context)["asset_event"] is False
+    assert outlets[reporting.users_added_alias(ws)].asset_alias_events == []
