@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from entra_provisioning.config_fields import CRON_PRESETS, FIELDS, SETTINGS_FIELDS, Field, Kind
+from entra_provisioning.config_fields import CRON_PRESETS, FIELDS, NOTIFY_FIELDS, SETTINGS_FIELDS, Field, Kind
 from entra_provisioning.errors import PermanentError
 from entra_provisioning.identities import is_object_id
 from entra_provisioning.urls import SecretRef, host_allowed, https_origin, parse_secret_url
@@ -30,6 +30,7 @@ from entra_provisioning.urls import SecretRef, host_allowed, https_origin, parse
 __all__ = [
     "ConfigError",
     "ConfigReport",
+    "NotifyConfig",
     "Problem",
     "ProvisioningConfig",
     "SecretRef",
@@ -86,6 +87,16 @@ def _default(name: str) -> Any:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """A workspace's ``notify:`` (alerts), validated: who is told, through what, about which events."""
+
+    email: tuple[str, ...]
+    smtp_conn_id: str = NOTIFY_FIELDS["smtp_conn_id"].default
+    from_email: str | None = NOTIFY_FIELDS["from_email"].default
+    events: tuple[str, ...] = NOTIFY_FIELDS["events"].default
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     """One validated entry of the workspaces file (defaults: ``config_fields.FIELDS``)."""
 
@@ -120,6 +131,7 @@ class WorkspaceConfig:
     include_service_principals: bool = _default("include_service_principals")
     entitlements: tuple[str, ...] = _default("entitlements")
     secret_expiry_warning_days: int = _default("secret_expiry_warning_days")
+    notify: NotifyConfig | None = None  # FIELDS["notify"].default: no alerts
     description: str | None = _default("description")
 
     @property
@@ -330,10 +342,12 @@ def validate_cron(expression: str) -> None:
 
 @dataclass(frozen=True)
 class _Context:
-    """What a named check may need besides the value: the file's settings, the entry's name."""
+    """What a named check may need besides the value: the file's settings, the entry's name, and whether
+    the value is the ``defaults:`` block's (which may leave out what each entry completes)."""
 
     settings: Settings
     name: str
+    in_defaults: bool = False
 
 
 def _check_workspace_url(value: str, ctx: _Context) -> str:
@@ -381,6 +395,23 @@ def _check_tags(value: tuple[str, ...], ctx: _Context) -> tuple[str, ...]:
     return value
 
 
+def _check_notify(value: Mapping[str, Any] | None, ctx: _Context) -> NotifyConfig | None:
+    if value is None:
+        return None  # no alerts
+    events = value.get("events", NOTIFY_FIELDS["events"].default)
+    if not events:
+        raise ValueError("'events' must name at least one event (to send no alerts, set notify to null)")
+    email = value.get("email", ())
+    if not email and not ctx.in_defaults:
+        raise ValueError("needs at least one recipient in 'email' (to send no alerts, set notify to null)")
+    return NotifyConfig(
+        email=tuple(email),
+        smtp_conn_id=value.get("smtp_conn_id", NOTIFY_FIELDS["smtp_conn_id"].default),
+        from_email=value.get("from_email", NOTIFY_FIELDS["from_email"].default),
+        events=tuple(events),
+    )
+
+
 def _check_cron(value: str | None, ctx: _Context) -> str | None:
     if value is None:
         return None  # manual runs only
@@ -404,8 +435,11 @@ _CHECKS: Mapping[str, Callable[[Any, _Context], Any]] = {
     "tags": _check_tags,
     "cron": _check_cron,
     "runs_per_day": _check_runs_per_day,
+    "notify": _check_notify,
 }
-_unknown_checks = {f.check for f in (*FIELDS.values(), *SETTINGS_FIELDS.values())} - {None, *_CHECKS}
+_unknown_checks = {
+    f.check for f in (*FIELDS.values(), *SETTINGS_FIELDS.values(), *NOTIFY_FIELDS.values())
+} - {None, *_CHECKS}
 if _unknown_checks:  # a typo in the table must fail loudly, not silently skip a check
     raise RuntimeError(f"config_fields names checks that config.py does not define: {_unknown_checks}")
 
@@ -415,6 +449,7 @@ if _unknown_checks:  # a typo in the table must fail loudly, not silently skip a
 
 _REQUIRED = tuple(f.name for f in FIELDS.values() if f.required)
 _SCHEDULE_KEYS = ("schedule", "runs_per_day")
+_MAPPING_KEYS = tuple(f.name for f in FIELDS.values() if f.kind is Kind.MAPPING)
 # The schedule pair is resolved together (one replaces the other), so neither is merged as a default.
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     f.name: list(f.default) if isinstance(f.default, tuple) else f.default
@@ -481,9 +516,13 @@ def _canonical_keys(raw: Mapping[Any, Any], allowed: frozenset[str], out: _Colle
 
 
 def _suggest(key: str, allowed: frozenset[str]) -> str | None:
+    return _suggest_from(key, allowed | set(ALIASES))
+
+
+def _suggest_from(key: str, allowed: Iterable[str]) -> str | None:
     import difflib
 
-    matches = difflib.get_close_matches(key, sorted(allowed | set(ALIASES)), n=1)
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1)
     return matches[0] if matches else None
 
 
@@ -555,6 +594,8 @@ def _generic(spec: Field, value: Any, label: str, out: _Collector) -> Any:
             out.add(label, f"must be {_bounds(spec)}, got {_show(value)}")
             return _INVALID
         return float(value)
+    if spec.kind is Kind.MAPPING:
+        return _mapping(spec, value, label, out)
     if spec.kind is Kind.TEXT_LIST:
         items = _str_list(value, label, out, allow_single=spec.single_allowed)
         if items is None:
@@ -585,6 +626,33 @@ def _generic(spec: Field, value: Any, label: str, out: _Collector) -> Any:
         out.add(label, f"must be a non-empty string, got {_show(value)}")
         return _INVALID
     return value.strip()
+
+
+def _mapping(spec: Field, value: Any, label: str, out: _Collector) -> Any:
+    """A mapping field's keys, each through its own generic checks (``label.key`` names a bad one). The keys
+    given, normalised (absent keys stay absent: ``defaults`` and an entry are merged key by key)."""
+    if not isinstance(value, Mapping):
+        out.add(label, f"must be a mapping with keys {sorted(spec.keys)}, got {type(value).__name__}")
+        return _INVALID
+    checked: dict[str, Any] = {}
+    bad = False
+    for key, item in value.items():
+        sub = spec.keys.get(key) if isinstance(key, str) else None
+        if sub is None:
+            hint = _suggest_from(str(key), spec.keys)
+            out.add(
+                f"{label}.{key}",
+                "unknown key"
+                + (f" (did you mean {hint!r}?)" if hint else f" (expected {sorted(spec.keys)})"),
+            )
+            bad = True
+            continue
+        result = _generic(sub, item, f"{label}.{key}", out)
+        if result is _INVALID:
+            bad = True
+        else:
+            checked[key] = result
+    return _INVALID if bad else checked
 
 
 def _validate(spec: Field, value: Any, label: str, out: _Collector, ctx: _Context) -> Any:
@@ -635,7 +703,7 @@ def _defaults(raw: Any, settings: Settings, problems: list[Problem]) -> dict[str
     if all(k in own for k in _SCHEDULE_KEYS):
         top.add("defaults.schedule", "give either 'schedule' or 'runs_per_day', not both")
         own = {k: v for k, v in own.items() if k not in _SCHEDULE_KEYS}
-    ctx = _Context(settings, "defaults")
+    ctx = _Context(settings, "defaults", in_defaults=True)
     return {
         key: value
         for key, value in own.items()
@@ -661,6 +729,10 @@ def _entry(
     merged: dict[str, Any] = dict(_OPTIONAL_DEFAULTS)
     merged.update({k: v for k, v in defaults.items() if not (own_schedule and k in _SCHEDULE_KEYS)})
     merged.update(own)
+    # Mappings are merged key by key: defaults can name the recipients and an entry only its events.
+    for key in _MAPPING_KEYS:
+        if isinstance(defaults.get(key), Mapping) and isinstance(own.get(key), Mapping):
+            merged[key] = {**defaults[key], **own[key]}
 
     for key in _REQUIRED:
         if key not in merged or merged[key] is None:

@@ -17,10 +17,12 @@ from enum import StrEnum
 from typing import Any, Final
 
 from entra_provisioning.identities import USER_NAME_ATTRIBUTES
+from entra_provisioning.run_events import EVENT_KINDS
 
 __all__ = [
     "CRON_PRESETS",
     "FIELDS",
+    "NOTIFY_FIELDS",
     "NO_DEFAULT",
     "SETTINGS_FIELDS",
     "Field",
@@ -36,6 +38,7 @@ class Kind(StrEnum):
     NUMBER = "number"  # an int or a float, never a bool
     BOOLEAN = "boolean"
     TEXT_LIST = "text_list"  # a list of non-empty strings, de-duplicated in order
+    MAPPING = "mapping"  # a mapping whose keys are the fields of ``Field.keys``
 
 
 class _NoDefault:
@@ -73,6 +76,7 @@ class Field:
     :param check: a special validator in ``config.py``, run after the generic checks pass.
     :param shape: how the field table's "type" column describes the value, when the derived text is not enough.
     :param schema: extra JSON Schema keywords for what ``check`` enforces (e.g. a URL's pattern).
+    :param keys: for a :attr:`Kind.MAPPING` field, the fields its mapping may hold.
     """
 
     name: str
@@ -93,6 +97,7 @@ class Field:
     check: str | None = None
     shape: str | None = None
     schema: Mapping[str, Any] = field(default_factory=dict)
+    keys: Mapping[str, Field] = field(default_factory=dict)
 
     @property
     def has_default(self) -> bool:
@@ -104,6 +109,56 @@ class Field:
 _HTTPS_ORIGIN = r"^\s*https://[^/?#@\s]+/?\s*$"
 _SECRET_URL = r"^\s*https://[^/?#@\s]+/secrets/[0-9A-Za-z-]{1,127}(/[0-9A-Za-z]{32})?/?\s*$"
 _CRON_FIVE_FIELDS = r"^\s*\S+(\s+\S+){4}\s*$"
+# Minimal on purpose: one "@" with something on each side, and none of the characters that would split an
+# address list (SmtpHook splits a string on "," and ";") or break a header. The mail server decides the rest.
+_EMAIL_ADDRESS = r'^[^@\s,;<>()\[\]\\"]{1,64}@[^@\s,;<>()\[\]\\"]{1,253}$'
+_EMAIL_HINT = "an e-mail address (name@domain, no spaces, commas or angle brackets)"
+
+#: The keys of ``notify:`` (alerts). ``email`` is the one channel today; another Airflow notifier would be
+#: another key here, and ``notifiers.CHANNELS`` would say how to build it.
+NOTIFY_FIELDS: Mapping[str, Field] = {
+    f.name: f
+    for f in (
+        Field(
+            "email",
+            Kind.TEXT_LIST,
+            "who gets the alerts: one address or a list. An entry's `notify` (after merging `defaults`) "
+            "needs at least one",
+            default=(),
+            single_allowed=True,
+            pattern=_EMAIL_ADDRESS,
+            pattern_hint=_EMAIL_HINT,
+            shape="one address or a list",
+        ),
+        Field(
+            "smtp_conn_id",
+            Kind.TEXT,
+            "Airflow connection (type `smtp`, from the SMTP provider Airflow installs) the messages are "
+            "sent through",
+            default="smtp_default",
+        ),
+        Field(
+            "from_email",
+            Kind.TEXT,
+            "the sender; `null`: the SMTP connection's `from_email` extra",
+            default=None,
+            nullable=True,
+            pattern=_EMAIL_ADDRESS,
+            pattern_hint=_EMAIL_HINT,
+            shape="an address, or `null`",
+        ),
+        Field(
+            "events",
+            Kind.TEXT_LIST,
+            "which events are sent (at least one): " + ", ".join(f"`{kind}`" for kind in EVENT_KINDS),
+            default=EVENT_KINDS,
+            pattern="^(" + "|".join(EVENT_KINDS) + ")$",
+            pattern_hint="one of " + ", ".join(EVENT_KINDS),
+            shape="list of event names",
+            schema={"minItems": 1},
+        ),
+    )
+}
 
 _WORKSPACE_FIELDS: tuple[Field, ...] = (
     Field(
@@ -392,6 +447,18 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
         default=14,
         minimum=0,
         maximum=3650,
+    ),
+    Field(
+        "notify",
+        Kind.MAPPING,
+        "alerts by e-mail for this workspace's runs (keys below); `null` or absent: none. An entry's "
+        "`notify` is merged key by key over the one in `defaults`; `notify: null` in an entry turns the "
+        "defaults' alerts off for it",
+        default=None,
+        nullable=True,
+        keys=NOTIFY_FIELDS,
+        check="notify",
+        shape="mapping (see [Alerts](#alerts-notify)), or `null`",
     ),
 )
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from entra_provisioning.config import TOP_LEVEL_KEYS, runs_per_day_to_cron
-from entra_provisioning.config_fields import FIELDS, SETTINGS_FIELDS, Field, Kind
+from entra_provisioning.config_fields import FIELDS, NOTIFY_FIELDS, SETTINGS_FIELDS, Field, Kind
 
 __all__ = ["DOC_BLOCKS", "json_schema", "markdown_blocks", "replace_blocks", "schema_text"]
 
@@ -49,7 +49,16 @@ def _valid_runs_per_day() -> list[int]:
 def _value_schema(spec: Field) -> dict[str, Any]:
     """The JSON Schema of one field's value (no documentation keywords)."""
     schema: dict[str, Any]
-    if spec.kind is Kind.TEXT_LIST:
+    if spec.kind is Kind.MAPPING:
+        # No "required" keys: an entry's mapping is merged over the one in `defaults:`, so a key may come
+        # from either; the loader checks the merged result.
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {sub.name: _property(sub) for sub in spec.keys.values()},
+        }
+        schema.update(spec.schema)
+    elif spec.kind is Kind.TEXT_LIST:
         item: dict[str, Any] = {"type": "string", "pattern": r"\S"}
         if spec.pattern is not None:
             item["pattern"] = spec.pattern
@@ -57,7 +66,7 @@ def _value_schema(spec: Field) -> dict[str, Any]:
         schema = {"type": "array", "items": item}
         schema.update({k: v for k, v in spec.schema.items() if k != "items"})
         if spec.single_allowed:
-            schema = {"anyOf": [{"type": "string", "pattern": r"\S"}, schema]}
+            schema = {"anyOf": [{"type": "string", "pattern": spec.pattern or r"\S"}, schema]}
     else:
         schema = {"type": _SCHEMA_TYPES[spec.kind]}
         if spec.choices:
@@ -264,6 +273,8 @@ def _shape(spec: Field) -> str:
         text = "`true` / `false`"
     elif spec.kind is Kind.TEXT_LIST:
         text = "list of text"
+    elif spec.kind is Kind.MAPPING:
+        text = "mapping"
     else:
         text = "text"
     if spec.nullable and "`null`" not in text:
@@ -300,6 +311,13 @@ def _settings_table() -> str:
     return "\n".join(rows)
 
 
+def _notify_table() -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for spec in NOTIFY_FIELDS.values():
+        rows.append(f"| `{spec.name}` | {_shape(spec)} | {_default_cell(spec)} | {spec.help} |")
+    return "\n".join(rows)
+
+
 def _aliases_table() -> str:
     rows = ["| script parameter | field |", "|---|---|"]
     for spec in FIELDS.values():
@@ -309,13 +327,14 @@ def _aliases_table() -> str:
 
 
 #: The blocks of ``docs/configuration.md`` that ``make schema`` rewrites, by marker name.
-DOC_BLOCKS = ("workspace-fields", "settings", "aliases")
+DOC_BLOCKS = ("workspace-fields", "notify", "settings", "aliases")
 
 
 def markdown_blocks() -> Mapping[str, str]:
     """The generated tables of ``docs/configuration.md``, by block name."""
     return {
         "workspace-fields": _workspace_table(),
+        "notify": _notify_table(),
         "settings": _settings_table(),
         "aliases": _aliases_table(),
     }

@@ -5,7 +5,9 @@ retries, or never ran because an upstream task failed). It is a teardown task, s
 changes the run's. It reads the three counts records and, from them only:
 
 - emits an asset event for the workspace when the run added someone (a partially failed run included),
-  through the DAG's asset alias, with the run's counts in its ``extra``.
+  through the DAG's asset alias, with the run's counts in its ``extra``;
+- sends the run's events as alerts when the entry has ``notify`` (:mod:`entra_provisioning.notifiers`:
+  once per event per run, the token warning once a day).
 
 Airflow and the SDKs are imported inside the functions: this module is imported by the DAG file's tasks
 only when they run.
@@ -17,7 +19,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from entra_provisioning import run_state
+from entra_provisioning import notifiers, run_state
 from entra_provisioning.run_events import WORK_TASKS, added_in_run, asset_extra, run_events
 from entra_provisioning.run_record import COUNTS_KEY
 
@@ -90,11 +92,15 @@ def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
         log.info("Asset event for %s: %d user(s) added in this run", workspace_asset(ws).uri, added)
     for event in events:
         log.info("Event %s: %s%s", event.kind, event.what, f" ({event.reason})" if event.reason else "")
-    return {
+    result: dict[str, Any] = {
         "events": [event.kind for event in events],
         "added_in_run": added,
         "asset_event": bool(added),
     }
+    if ws.notify is not None:
+        # Last: a failure to send raises (for a retry) only after everything else has been done.
+        result.update(notifiers.send_alerts(ws, events, context).as_dict())
+    return result
 
 
 def _pull(ti: Any, task: str) -> dict[str, Any] | None:

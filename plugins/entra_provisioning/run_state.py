@@ -21,7 +21,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["carry_added", "load", "save", "variable_key"]
+__all__ = ["alerts_due", "carry_added", "load", "record_alert", "save", "variable_key"]
+
+#: The event kind limited to one alert a day per workspace (whatever the number of runs that day).
+DAILY_KINDS = frozenset({"token_expiring"})
 
 
 def variable_key(dag_id: str) -> str:
@@ -36,6 +39,50 @@ def carry_added(state: dict[str, Any], run_id: str, added_now: int) -> tuple[int
     before = int(state.get("added_in_run", 0)) if state.get("run_id") == run_id else 0
     total = before + max(0, int(added_now))
     return total, {**state, "run_id": run_id, "added_in_run": total}
+
+
+def alerts_due(
+    state: dict[str, Any], run_id: str, kinds: list[str], today: str
+) -> tuple[list[str], list[str]]:
+    """Which of a run's event ``kinds`` still need a message, and which were sent already (in that order).
+
+    Already sent: recorded under ``alerted`` for this very run (a retried ``report``), or, for the token
+    warning, recorded as sent on ``today`` (a UTC ISO date) by any run.
+    """
+    alerted = state.get("alerted")
+    sent_in_run = (
+        set(alerted.get("events") or ())
+        if isinstance(alerted, dict) and alerted.get("run_id") == run_id
+        else set()
+    )
+    due: list[str] = []
+    done: list[str] = []
+    for kind in kinds:
+        if kind in sent_in_run or (kind in DAILY_KINDS and state.get("token_alerted_on") == today):
+            done.append(kind)
+        else:
+            due.append(kind)
+    return due, done
+
+
+def record_alert(state: dict[str, Any], run_id: str, kind: str, today: str) -> dict[str, Any]:
+    """The state to save once the message for ``kind`` of ``run_id`` has been sent.
+
+    Only the latest alerted run is kept (``max_active_runs=1``: a later run's report never races an
+    earlier one's), so the Variable stays a few hundred bytes.
+    """
+    alerted = state.get("alerted")
+    events = (
+        list(alerted.get("events") or ())
+        if isinstance(alerted, dict) and alerted.get("run_id") == run_id
+        else []
+    )
+    if kind not in events:
+        events.append(kind)
+    new = {**state, "alerted": {"run_id": run_id, "events": events}}
+    if kind in DAILY_KINDS:
+        new["token_alerted_on"] = today
+    return new
 
 
 def load(dag_id: str) -> dict[str, Any]:
