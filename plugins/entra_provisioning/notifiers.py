@@ -105,13 +105,15 @@ def deliver(
     context: Any,
     load_state: Callable[[], dict[str, Any]],
     save_state: Callable[[dict[str, Any]], None],
-    channels: Mapping[str, ChannelFactory] = CHANNELS,
+    channels: Mapping[str, ChannelFactory] | None = None,
 ) -> Delivery:
     """Send each of ``events`` that ``notify`` wants and that was not sent already; record each one sent.
 
     :param today: the UTC date (ISO) the token warning's once-a-day rule counts in.
     :param context: the task's context, handed to each notifier's ``notify``.
+    :param channels: the channel factories (default :data:`CHANNELS`).
     """
+    channels = CHANNELS if channels is None else channels
     delivery = Delivery()
     wanted = [event for event in events if event.kind in notify.events]
     delivery.not_wanted = [event.kind for event in events if event.kind not in notify.events]
