@@ -60,6 +60,13 @@ def doc_md(ws: WorkspaceConfig) -> str:
         )
     else:
         credential_rows = f"| Databricks connection (credentials only) | `{ws.databricks_conn_id}` |"
+    if ws.notify is not None:
+        alerts_row = (
+            f"| Alerts | e-mail to {len(ws.notify.email)} recipient(s) through `{ws.notify.smtp_conn_id}`: "
+            f"{', '.join(f'`{kind}`' for kind in ws.notify.events)} |\n"
+        )
+    else:
+        alerts_row = "| Alerts | none (no `notify`) |\n"
     if ws.is_account:
         what = (
             "Creates the members of the Entra ID groups below in the Databricks **account** when it lacks "
@@ -95,7 +102,7 @@ def doc_md(ws: WorkspaceConfig) -> str:
 | userName from | `{ws.user_name_attribute}` (guests: `mail`) |
 | Guard: most new users per run | {guard} |
 | SCIM creates | {ws.scim_concurrency} at a time, at most {ws.scim_max_creates_per_second:g}/s |
-
+{alerts_row}
 **Groups**
 
 {groups}
@@ -104,7 +111,8 @@ def doc_md(ws: WorkspaceConfig) -> str:
 `resolve_members` lists the groups' transitive user members through Microsoft Graph →
 `add_missing_users` {"creates and assigns the members without access" if ws.is_account else "creates the users the workspace lacks"} and returns the run summary →
 `report` (a teardown: it never changes the run's outcome) emits the asset event `{ws.dag_id}__users` when
-the run added someone. Each task also stores a small `counts` XCom, failed attempts included.
+the run added someone and sends the run's alerts. Each task also stores a small `counts` XCom, failed
+attempts included.
 
 Trigger with **dry_run** on to see what would be added without writing anything.
 """

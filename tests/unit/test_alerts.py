@@ -338,3 +338,12 @@ def test_a_workspace_without_notify_sends_nothing() -> None:
     ws = replace(workspace(), notify=None)
     delivery = notifiers.send_alerts(ws, [Event("guard_stop", "x", "y")], {"run_id": RUN_ID})
     assert delivery.sent == [] and delivery.failed == {}
+
+
+def test_the_dags_docs_say_who_is_alerted_without_listing_addresses() -> None:
+    from entra_provisioning.factory import doc_md
+
+    text = doc_md(workspace(email=("a@contoso.com", "b@contoso.com"), smtp_conn_id="smtp_corp"))
+    assert "| Alerts | e-mail to 2 recipient(s) through `smtp_corp`: `run_failed`, `users_failed`" in text
+    assert "a@contoso.com" not in text
+    assert "| Alerts | none (no `notify`) |" in doc_md(replace(workspace(), notify=None))
