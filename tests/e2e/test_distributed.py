@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
@@ -46,6 +46,7 @@ from demo.distributed import (
 from demo.sandbox_airflow import DEMO_WORKSPACES, airflow_env, workspaces_yaml
 from sandbox.client import SandboxProcess
 from sandbox.pytest_plugin import Sandbox
+from sandbox.smtp import SmtpSink
 
 ALPHA = "entra_provisioning__alpha"
 BETA = "entra_provisioning__beta"
@@ -474,3 +475,61 @@ watches_alpha_users()
 """
     )
     return folder
+
+
+# ---------------------------------------------------------------------------------------------- alerts
+
+ALERTS = "entra_provisioning__alerts"
+
+
+@pytest.fixture(scope="module")
+def alerting(distributed: Distributed) -> Iterator[tuple[Distributed, SmtpSink]]:
+    """A mail server on 127.0.0.1, an ``smtp`` connection to it created in the metadata DB with the CLI (so
+    the Celery worker reads it through the api-server), and a workspace entry ``alerts`` (alpha's workspace,
+    a 3650-day expiry window so the token warning is due) that mails it."""
+    cluster, config_file = distributed.cluster, distributed.config_file
+    good = config_file.read_text()
+    with SmtpSink() as smtp:
+        added = cluster.airflow("connections", "add", "smtp_alerts", "--conn-json", smtp.connection())
+        assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-2000:]
+        document = yaml.safe_load(good)
+        alpha = next(e for e in document["workspaces"] if e["name"] == "alpha")
+        entry = {
+            **alpha,
+            "name": "alerts",
+            "secret_expiry_warning_days": 3650,
+            "notify": {"email": ["oncall@contoso.example"], "smtp_conn_id": "smtp_alerts"},
+        }
+        config_file.write_text(yaml.safe_dump({**document, "workspaces": [*document["workspaces"], entry]}))
+        try:
+            cluster.wait_ready([ALERTS], timeout=6 * PARSE_INTERVAL + 60)
+            cluster.unpause(ALERTS)
+            yield distributed, smtp
+        finally:
+            config_file.write_text(good)
+
+
+def test_alerts_from_the_celery_worker_once_a_day(alerting: tuple[Distributed, SmtpSink]) -> None:
+    """The report task on the worker mails the token warning of a dry run, with a link to the run in this
+    cluster's UI; a second run the same day sends nothing (the state Variable, written through the
+    api-server, remembers the day)."""
+    distributed, smtp = alerting
+    cluster = distributed.cluster
+    first = cluster.trigger(ALERTS, {"dry_run": True})
+    cluster.wait_run(ALERTS, first, timeout=RUN_TIMEOUT)
+    (mail,) = smtp.wait_for(1, timeout=30)
+    assert mail.recipients == ("oncall@contoso.example",)
+    assert mail.subject == "[Entra provisioning] alerts: token secret expires soon"
+    assert f'<a href="{cluster.api_url}/dags/{ALERTS}/runs/{quote(first, safe="")}">' in mail.body
+    assert distributed.sandbox.pat("ws-alpha") not in mail.body
+
+    second = cluster.trigger(ALERTS, {"dry_run": True})
+    cluster.wait_run(ALERTS, second, timeout=RUN_TIMEOUT)
+    report = cluster.api(
+        "GET",
+        f"/api/v2/dags/{ALERTS}/dagRuns/{second}/taskInstances/report/xcomEntries/return_value"
+        "?deserialize=true",
+    )["value"]
+    report = json.loads(report) if isinstance(report, str) else report
+    assert report["events"] == ["token_expiring"] and report["alerts_already_sent"] == ["token_expiring"]
+    assert len(smtp.mails) == 1
