@@ -347,3 +347,29 @@ def test_the_dags_docs_say_who_is_alerted_without_listing_addresses() -> None:
     assert "| Alerts | e-mail to 2 recipient(s) through `smtp_corp`: `run_failed`, `users_failed`" in text
     assert "a@contoso.com" not in text
     assert "| Alerts | none (no `notify`) |" in doc_md(replace(workspace(), notify=None))
+
+
+def test_report_sends_the_runs_events_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report task with ``notify``: the asset event as before, then the alerts, listed in its result."""
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from entra_provisioning import reporting
+
+    state: dict[str, Any] = {}
+    monkeypatch.setattr(run_state, "load", lambda dag_id: dict(state))
+    monkeypatch.setattr(run_state, "save", lambda dag_id, new: state.update(new))
+    outbox: list[tuple[str, str]] = []
+    monkeypatch.setattr(notifiers, "CHANNELS", {"email": lambda cfg, msg: FakeNotifier(outbox, msg, set())})
+    records = records_for("users_failed")
+
+    class TI(FakeTI):
+        def xcom_pull(self, task_ids: str, key: str) -> Any:
+            return records.get(task_ids)
+
+    context = {"ti": TI(1, 1), "run_id": RUN_ID, "outlet_events": OutletEventAccessors()}
+    result = reporting.report(workspace(events=("users_failed", "token_expiring")), context)
+    assert result["events"] == ["users_failed"] and result["asset_event"] is True
+    assert result["alerts_sent"] == ["users_failed"] and result["alerts_failed"] == []
+    assert outbox == [("users_failed", "[Entra provisioning] analytics: some users could not be added")]
+    assert reporting.report(workspace(), context)["alerts_already_sent"] == ["users_failed"]
+    assert len(outbox) == 1
