@@ -51,6 +51,10 @@ ALLOWED: dict[str, set[str]] = {
     # declared once; the table is plain facts and imports nothing but identities.
     "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls", "hooks.scim_groups"},
     "hooks.scim_groups": {"identities", "hooks.scim"},
+    # The overview page (Airflow UI plugin): reads Airflow's metadata, never a hook or the task layer.
+    "overview_data": {"config", "config_fields"},
+    "overview_app": {"config", "factory", "overview_data"},
+    "overview_plugin": {"overview_app"},
 }
 
 
