@@ -208,7 +208,9 @@ def naive_rows(session: Any, dag_ids: list[str], now: datetime) -> list[Any]:
         for run in runs:
             by_id[run.id] = {}
             when = run.end_date or run.start_date or run.queued_at or run.run_after
-            facts.append(RunFacts(run.id, run.run_id, str(run.state) if run.state else None, when, by_id[run.id]))
+            facts.append(
+                RunFacts(run.id, run.run_id, str(run.state) if run.state else None, when, by_id[run.id])
+            )
         for xcom in session.scalars(
             select(XComModel).where(XComModel.dag_id == row.dag_id, XComModel.key == COUNTS_KEY)
         ):
@@ -220,17 +222,26 @@ def naive_rows(session: Any, dag_ids: list[str], now: datetime) -> list[Any]:
     return rows
 
 
-def measure(workspaces: int, runs: int, repeats: int = 5, naive: bool = True) -> dict[str, Any]:
-    """Seed a fresh database, time ours ``repeats`` times and the naive reader once; check they agree."""
+def measure(
+    workspaces: int, runs: int, repeats: int = 5, naive: bool = True, db: Path | None = None
+) -> dict[str, Any]:
+    """Seed a fresh database, time ours ``repeats`` times and the naive reader once; check they agree.
+
+    With ``db``, that database is kept, and reused when it exists (seeded with the same sizes).
+    """
     from sqlalchemy.orm import Session
 
     from entra_provisioning.overview_data import overview_rows
 
     with tempfile.TemporaryDirectory(prefix="bench-overview-") as tmp:
-        db = Path(tmp) / "airflow.db"
+        reuse = db is not None and db.exists()
+        db = db or Path(tmp) / "airflow.db"
         started = time.perf_counter()
         engine = create_schema(f"sqlite:///{db}")
-        counts = seed(engine, workspaces, runs)
+        if reuse:
+            counts = {"dags": workspaces, "runs": workspaces * runs, "xcoms": workspaces * runs * 6}
+        else:
+            counts = seed(engine, workspaces, runs)
         seed_seconds = time.perf_counter() - started
         dag_ids = [dag_id_of(i) for i in range(workspaces)]
         now = EPOCH
@@ -267,14 +278,17 @@ def measure(workspaces: int, runs: int, repeats: int = 5, naive: bool = True) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workspaces", type=int, default=200)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--db", type=Path, help="keep the seeded SQLite file here (reused when it exists)")
     args = parser.parse_args(argv)
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    result = measure(args.workspaces, args.runs, args.repeats, naive=not args.no_naive)
+    result = measure(args.workspaces, args.runs, args.repeats, naive=not args.no_naive, db=args.db)
     print(json.dumps(result), flush=True)
     return 0
 

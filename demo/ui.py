@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  user {ADMIN_USER}, password {password}\n"
                 f"  DAGs: {dags} (each DAG's Docs tab shows the workspace, groups and vault; Trigger opens\n"
                 f"  the form with dry_run and the guard override; the summary is the add_missing_users XCom)\n"
+                f"  Overview of every workspace: Browse → Entra provisioning "
+                f"(http://127.0.0.1:{args.port}/plugin/entra-provisioning)\n"
                 f"  Sandbox control API: {box.endpoints['control']}/control/state\n"
                 f"Press Ctrl-C to stop Airflow and the sandbox.",
                 flush=True,

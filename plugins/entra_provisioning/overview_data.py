@@ -246,12 +246,8 @@ def fill_row(
 # ------------------------------------------------------------------------------------------ queries
 
 
-def _when(start: datetime | None, end: datetime | None, queued: datetime | None, after: datetime | None):
-    return end or start or queued or after
-
-
-def _runs_with_records(session: Session, run_ids: Any) -> dict[int, RunFacts]:
-    """The runs selected by ``run_ids`` (a subquery of ids) with their counts records, by run id."""
+def _runs_with_records(session: Session, run_ids: Any) -> dict[int, tuple[str, RunFacts]]:
+    """The runs selected by ``run_ids`` (a subquery of ids) with their counts records: id → (DAG, run)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
     from sqlalchemy import and_, select
@@ -259,6 +255,7 @@ def _runs_with_records(session: Session, run_ids: Any) -> dict[int, RunFacts]:
     rows = session.execute(
         select(
             DagRun.id,
+            DagRun.dag_id,
             DagRun.run_id,
             DagRun.state,
             DagRun.start_date,
@@ -279,47 +276,53 @@ def _runs_with_records(session: Session, run_ids: Any) -> dict[int, RunFacts]:
         )
         .where(DagRun.id.in_(run_ids))
     )
-    runs: dict[int, RunFacts] = {}
-    for run_pk, run_id, state, start, end, queued, after, task_id, value in rows:
-        run = runs.get(run_pk)
-        if run is None:
-            run = runs[run_pk] = RunFacts(
-                run_pk, run_id, str(state) if state else None, _when(start, end, queued, after), {}
-            )
+    runs: dict[int, tuple[str, RunFacts]] = {}
+    for run_pk, dag_id, run_id, state, start, end, queued, after, task_id, value in rows:
+        entry = runs.get(run_pk)
+        if entry is None:
+            when = end or start or queued or after
+            entry = runs[run_pk] = (dag_id, RunFacts(run_pk, run_id, str(state) if state else None, when, {}))
         record = decode_record(value) if task_id else None
         if record is not None:
-            run.records[task_id] = record  # type: ignore[index]
+            entry[1].records[task_id] = record  # type: ignore[index]
     return runs
 
 
-def _dag_ids_of(runs: Mapping[int, RunFacts], session: Session) -> dict[int, str]:
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import select
-
-    if not runs:
-        return {}
-    return dict(session.execute(select(DagRun.id, DagRun.dag_id).where(DagRun.id.in_(list(runs)))).all())
-
-
 def _recent_runs(session: Session, dag_ids: Collection[str], depth: int) -> dict[str, list[RunFacts]]:
-    """The newest ``depth`` runs of each DAG, newest first, with their counts records."""
-    from airflow.models.dagrun import DagRun
-    from sqlalchemy import func, select
+    """The newest ``depth`` runs of each DAG, newest first, with their counts records.
 
-    ranked = (
-        select(
-            DagRun.id.label("id"),
-            DagRun.dag_id.label("dag_id"),
-            func.row_number().over(partition_by=DagRun.dag_id, order_by=DagRun.id.desc()).label("rank"),
-        )
-        .where(DagRun.dag_id.in_(list(dag_ids)))
+    Per DAG, the id of its ``depth``-th newest run is one short index walk (``dag_run`` is indexed on
+    ``dag_id``, and run ids grow); the runs at or above it are then a range per DAG. No scan of a DAG's
+    whole history, however long.
+    """
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import and_, func, select
+    from sqlalchemy.orm import aliased
+
+    older = aliased(DagRun)
+    nth_newest = (
+        select(older.id)
+        .where(older.dag_id == DagModel.dag_id)
+        .order_by(older.id.desc())
+        .limit(1)
+        .offset(depth - 1)
+        .correlate(DagModel)
+        .scalar_subquery()
+    )
+    floors = (
+        select(DagModel.dag_id.label("dag_id"), func.coalesce(nth_newest, 0).label("floor"))
+        .where(DagModel.dag_id.in_(list(dag_ids)))
         .subquery()
     )
-    pairs = dict(session.execute(select(ranked.c.id, ranked.c.dag_id).where(ranked.c.rank <= depth)).all())
-    runs = _runs_with_records(session, list(pairs)) if pairs else {}
+    recent_ids = select(DagRun.id).join(
+        floors, and_(DagRun.dag_id == floors.c.dag_id, DagRun.id >= floors.c.floor)
+    )
+    runs = _runs_with_records(session, recent_ids)
     by_dag: dict[str, list[RunFacts]] = {dag_id: [] for dag_id in dag_ids}
     for run_pk in sorted(runs, reverse=True):
-        by_dag[pairs[run_pk]].append(runs[run_pk])
+        dag_id, run = runs[run_pk]
+        by_dag[dag_id].append(run)
     return by_dag
 
 
@@ -331,11 +334,8 @@ def _last_failed_runs(session: Session, dag_ids: Collection[str]) -> dict[str, R
         select(func.max(DagRun.id))
         .where(DagRun.dag_id.in_(list(dag_ids)), DagRun.state == "failed")
         .group_by(DagRun.dag_id)
-        .scalar_subquery()
     )
-    runs = _runs_with_records(session, newest)
-    owners = _dag_ids_of(runs, session)
-    return {owners[run_pk]: run for run_pk, run in runs.items()}
+    return {dag_id: run for dag_id, run in _runs_with_records(session, newest).values()}
 
 
 def workspace_dags(session: Session, readable: Collection[str] | None) -> list[WorkspaceRow]:
