@@ -10,6 +10,7 @@ report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A
     python -m bench.run --render-only    # no run: rewrite full.md and docs/benchmarks.md from full.json
     python -m bench.run --only f,g       # only these scenarios (and no parse, unless named): written to
                                          # bench/results/partial.{md,json}; --quick/--smoke sizes apply
+    python -m bench.run --only o         # (o) only: the overview page's data, 200 workspaces x 1,000 runs
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
@@ -47,6 +48,9 @@ GRAPH_PAGE = 999
 SCIM_PAGE = 10_000
 ACCOUNT_PAGE = 100
 SUBPROCESS_TIMEOUT = 900
+#: (o) the overview page's data: workspaces x runs each, by mode, and its target in seconds.
+OVERVIEW_SIZES = {"smoke": (6, 30), "quick": (200, 1000), "full": (200, 1000)}
+OVERVIEW_TARGET_S = 1.0
 
 
 @dataclass
@@ -799,6 +803,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{io['floor_requests']} / {i['floor']['requests']} = {io['requests_over_floor']:.3f}x",
             None,
         )
+    o = results.get("overview")
+    if o:
+        add(
+            f"(o) overview page data for {o['workspaces']:,} workspaces x {o['runs_per_workspace']:,} runs "
+            f"< {OVERVIEW_TARGET_S:g} s (median), the same rows as the naive reader",
+            f"{o['seconds']:.3f} s (naive {o['naive_seconds']:.1f} s)",
+            o["seconds"] < OVERVIEW_TARGET_S and o["same_rows"],
+        )
     memory = results.get("memory", {})
     if "100000" in memory:
         tasks = memory["100000"]["tasks"]
@@ -1097,6 +1109,8 @@ def report(results: dict[str, Any]) -> str:
                 f"| {int(n):,} | **ours / reference** | | | | **{entry['ratio']:.3f}x** (paired runs: median "
                 f"{p['median']:.3f}x, {p['min']:.3f}-{p['max']:.3f}x) | | | |"
             )
+    if results.get("overview"):
+        lines += ["", _overview_line(results["overview"])]
     tlist = results.get("targets", [])
     if tlist:
         lines += ["", "| target | figure | result |", "|---|---|---|"]
@@ -1161,6 +1175,7 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "e2_over_limit": f"{e2['time_over_n_by_limit']:.3f}",
         "account_figures": _account_figures(by),
         "groups_figures": _groups_figures(by),
+        "overview_figures": _overview_figures(results),
     }
 
 
@@ -1202,6 +1217,20 @@ def _groups_figures(by: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def _overview_figures(results: dict[str, Any]) -> str:
+    """The benchmarks page's sentence on (o); a run from before it existed says so."""
+    o = results.get("overview")
+    if not o:
+        return (
+            "Not in this run: the row was added after it. `python -m bench.run --only o` measures it alone "
+            "(about five minutes, most of it seeding the database) and writes `bench/results/partial.md`."
+        )
+    return (
+        f"{_fmt_s(o['seconds'])} for {o['workspaces']:,} workspaces with {o['runs_per_workspace']:,} runs each, "
+        f"against {_fmt_s(o['naive_seconds'])} for the naive per-DAG reader ({o['ratio']:.0f}x)."
+    )
+
+
 def docs_page(results: dict[str, Any], template: str | None = None) -> str:
     """``docs/benchmarks.md``: the template with every ``{{placeholder}}`` filled from a full run."""
     text = DOCS_TEMPLATE.read_text(encoding="utf-8") if template is None else template
@@ -1221,6 +1250,29 @@ def render_only(source: Path, out_dir: Path = RESULTS, page: Path = DOCS_PAGE) -
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(docs_page(results))
     return results
+
+
+# ------------------------------------------------------------------------------ (o) the overview page
+
+
+def overview(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    """(o): ``bench/overview.py`` in a fresh process (its own SQLite database; the naive reader once)."""
+    workspaces, runs = OVERVIEW_SIZES[mode]
+    repeats = 3 if mode == "smoke" else 5
+    args = ["-m", "bench.overview", "--workspaces", str(workspaces), "--runs", str(runs)]
+    return _run_json([*args, "--repeats", str(repeats)], env)
+
+
+def _overview_line(o: dict[str, Any]) -> str:
+    return (
+        f"(o) Overview page data (`overview_rows`, what GET /entra-provisioning/api/workspaces computes): "
+        f"{o['workspaces']:,} workspace DAGs x {o['runs_per_workspace']:,} runs ({o['runs']:,} runs, "
+        f"{o['xcoms']:,} XComs, half of them counts records; {o['database']}, {o['db_mb']:g} MB): "
+        f"**{_fmt_s(o['seconds'])}** (median of {o['repeats']}: "
+        + ", ".join(f"{t:.3f}" for t in o["run_seconds"])
+        + f" s) against {_fmt_s(o['naive_seconds'])} for a naive reader loading every run and counts "
+        f"record per DAG through the ORM ({o['ratio']:.0f}x); same rows: {'yes' if o['same_rows'] else 'NO'}."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -1243,12 +1295,15 @@ def run(
         env.setdefault("AIRFLOW_HOME", str(Path(tmp) / "airflow"))
         os.environ.setdefault("AIRFLOW_HOME", env["AIRFLOW_HOME"])
         seed = write_base_seed(Path(tmp) / "bench-seed.yaml")
-        with SandboxProcess(Path(tmp) / "sandbox", seed) as sb:
-            for sc in scenarios(mode):
-                if only is not None and sc.key not in only:
-                    continue
-                print(f"[bench] ({sc.key}) {sc.title} ...", file=sys.stderr, flush=True)
-                results["scenarios"].append(run_scenario(sb, sc, env, in_process))
+        chosen = [sc for sc in scenarios(mode) if only is None or sc.key in only]
+        if chosen:
+            with SandboxProcess(Path(tmp) / "sandbox", seed) as sb:
+                for sc in chosen:
+                    print(f"[bench] ({sc.key}) {sc.title} ...", file=sys.stderr, flush=True)
+                    results["scenarios"].append(run_scenario(sb, sc, env, in_process))
+        if only is None or "o" in only:
+            print("[bench] (o) overview page data ...", file=sys.stderr, flush=True)
+            results["overview"] = overview(mode, env)
     memory: dict[str, Any] = {}
     for r in results["scenarios"]:
         if r["scenario"] in ("a", "d"):
@@ -1306,7 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: {key.strip() for key in text.split(",") if key.strip()},
         metavar="KEYS",
         help="run only these scenarios (comma-separated keys, e.g. f,g; add 'parse' for the parse "
-        "comparison); the report goes to bench/results/partial.md and the benchmarks page is not written",
+        "comparison, 'o' for the overview page's data); the report goes to bench/results/partial.md and "
+        "the benchmarks page is not written",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     parser.add_argument(
@@ -1323,7 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     # The smoke run stays in one process (it is short); the others time each run in a fresh process.
     if args.only is not None:
-        known = {sc.key for sc in scenarios(mode)} | {"parse"}
+        known = {sc.key for sc in scenarios(mode)} | {"parse", "o"}
         if args.only - known:
             parser.error(f"--only: unknown keys {sorted(args.only - known)} (known: {sorted(known)})")
     results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke, only=args.only)

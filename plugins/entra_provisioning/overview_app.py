@@ -13,9 +13,10 @@ to the DAGs the auth manager lets that user read (``get_authorized_dag_ids``).
 This module imports FastAPI and Airflow's API modules only inside :func:`create_app`, which the plugin
 calls when the api-server asks for its apps: every task process loads the plugins folder too, and must
 not pay for them.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations at run
+time, and those name dependencies defined inside :func:`create_app`.
+"""
 
 import logging
 import os
@@ -71,7 +72,7 @@ def page_data(session: Any, readable: set[str]) -> dict[str, Any]:
     }
 
 
-def create_app() -> FastAPI:
+def create_app() -> "FastAPI":
     """The FastAPI app the plugin mounts at :data:`URL_PREFIX`."""
     from typing import Annotated
 
@@ -105,6 +106,6 @@ def create_app() -> FastAPI:
 
 
 @cache
-def overview_app() -> FastAPI:
+def overview_app() -> "FastAPI":
     """The one app instance (the plugin manager may ask for the plugin's apps more than once)."""
     return create_app()

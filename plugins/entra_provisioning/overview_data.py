@@ -35,7 +35,7 @@ COUNTS_KEY = "counts"
 TASK_IDS = ("fetch_token", "resolve_members", "add_missing_users")
 #: Runs per DAG read at first: enough for the last run, the last real run and the last token check in
 #: all but unusual histories (many dry runs in a row).
-RECENT_RUNS = 20
+RECENT_RUNS = 10
 #: How deep a DAG is looked at when its last real run or token check is older than :data:`RECENT_RUNS`.
 LOOKBACK_RUNS = 500
 #: Used when the workspaces file cannot be read where the page is served.
@@ -114,13 +114,28 @@ class WorkspaceRow:
 
 @dataclass(frozen=True)
 class RunFacts:
-    """One run of a DAG with the counts records of its tasks (task id → record)."""
+    """One run of a DAG with the counts records of its tasks (task id → record, or its stored value).
+
+    Records are decoded when first asked for (:meth:`record`): a row needs a few of the records read,
+    and decoding all of them is most of the cost.
+    """
 
     id: int
     run_id: str
     state: str | None
     when: datetime | None
-    records: Mapping[str, Mapping[str, Any]]
+    records: dict[str, Any]
+
+    def record(self, task_id: str) -> dict[str, Any] | None:
+        value = self.records.get(task_id)
+        if value is None or (isinstance(value, dict) and value.get("v") == 1):
+            return value
+        decoded = decode_record(value)
+        if decoded is None:
+            del self.records[task_id]
+        else:
+            self.records[task_id] = decoded
+        return decoded
 
 
 def run_url(dag_id: str, run_id: str) -> str:
@@ -176,7 +191,7 @@ def _ref(dag_id: str, run: RunFacts, dry_run: bool | None = None) -> RunRef:
 def failure_reason(run: RunFacts) -> str:
     """The one-line reason of a failed run: the first failing task's record, in task order."""
     for task_id in TASK_IDS:
-        record = run.records.get(task_id)
+        record = run.record(task_id)
         if record and record.get("outcome") in FAILING_OUTCOMES:
             reason = _one_line(record.get("error"))
             if reason:
@@ -199,16 +214,16 @@ def fill_row(
     first = True
     for run in runs:
         if first:
-            add = run.records.get("add_missing_users")
+            add = run.record("add_missing_users")
             row.last_run = _ref(row.dag_id, run, add.get("dry_run") if add else None)
             first = False
-        add = run.records.get("add_missing_users")
+        add = run.record("add_missing_users")
         if add is not None:
             if latest_add is None:
                 latest_add = (run, add)
             if real_add is None and add.get("dry_run") is False:
                 real_add = (run, add)
-        fetch = run.records.get("fetch_token")
+        fetch = run.record("fetch_token")
         if token is None and fetch is not None and fetch.get("outcome") == "success":
             token = fetch
         if real_add is not None and token is not None:
@@ -217,7 +232,7 @@ def fill_row(
         run, record = latest_add
         resolved = _count(record, "members_resolved")
         if resolved is None:
-            resolved = _count(run.records.get("resolve_members"), "members_resolved")
+            resolved = _count(run.record("resolve_members"), "members_resolved")
         row.members_resolved = resolved
         row.drift = _count(record, "drift")
         row.to_add = _count(record, "to_add")
@@ -247,10 +262,13 @@ def fill_row(
 
 
 def _runs_with_records(session: Session, run_ids: Any) -> dict[int, tuple[str, RunFacts]]:
-    """The runs selected by ``run_ids`` (a subquery of ids) with their counts records: id → (DAG, run)."""
+    """The runs selected by ``run_ids`` (a subquery of ids) with their counts records: id → (DAG, run).
+
+    The records stay as stored (JSON text) until a row needs one.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
-    from sqlalchemy import and_, select
+    from sqlalchemy import Text, and_, cast, func, select
 
     rows = session.execute(
         select(
@@ -258,33 +276,29 @@ def _runs_with_records(session: Session, run_ids: Any) -> dict[int, tuple[str, R
             DagRun.dag_id,
             DagRun.run_id,
             DagRun.state,
-            DagRun.start_date,
-            DagRun.end_date,
-            DagRun.queued_at,
-            DagRun.run_after,
+            func.coalesce(DagRun.end_date, DagRun.start_date, DagRun.queued_at, DagRun.run_after),
             XComModel.task_id,
-            XComModel.value,
+            cast(XComModel.value, Text),
         )
         .outerjoin(
             XComModel,
+            # The whole primary key of xcom (dag_run_id, task_id, map_index, key): one index probe per task.
             and_(
                 XComModel.dag_run_id == DagRun.id,
-                XComModel.key == COUNTS_KEY,
-                XComModel.map_index == -1,
                 XComModel.task_id.in_(TASK_IDS),
+                XComModel.map_index == -1,
+                XComModel.key == COUNTS_KEY,
             ),
         )
         .where(DagRun.id.in_(run_ids))
     )
     runs: dict[int, tuple[str, RunFacts]] = {}
-    for run_pk, dag_id, run_id, state, start, end, queued, after, task_id, value in rows:
+    for run_pk, dag_id, run_id, state, when, task_id, value in rows:
         entry = runs.get(run_pk)
         if entry is None:
-            when = end or start or queued or after
             entry = runs[run_pk] = (dag_id, RunFacts(run_pk, run_id, str(state) if state else None, when, {}))
-        record = decode_record(value) if task_id else None
-        if record is not None:
-            entry[1].records[task_id] = record  # type: ignore[index]
+        if task_id is not None and value is not None:
+            entry[1].records[task_id] = value
     return runs
 
 

@@ -243,3 +243,16 @@ def test_parse_and_report(results) -> None:
     report = results["report"]
     assert "| (a) all missing |" in report and "DAG-file parse" in report
     assert "hand-written reference" in report and "Peak RSS per task process" in report
+
+
+def test_overview_page_data_row(results) -> None:
+    """(o) at smoke size: every workspace DAG gets its row with counts and its last failure, and the
+    fast reader gives exactly the naive reader's rows."""
+    o = results["overview"]
+    assert (o["workspaces"], o["runs_per_workspace"]) == (6, 30)
+    assert o["dags"] == o["rows"] == o["rows_with_counts"] == o["rows_with_failure"] == 6
+    assert o["runs"] == 6 * 30 and o["xcoms"] == 6 * 30 * 6
+    assert o["same_rows"] is True
+    assert len(o["run_seconds"]) == o["repeats"] == 3 and o["seconds"] in o["run_seconds"]
+    assert 0 < o["seconds"] < 60 and 0 < o["naive_seconds"] < 120
+    assert "(o) Overview page data" in results["report"]
