@@ -26,12 +26,11 @@ from urllib.parse import quote
 
 from entra_provisioning.config import DAG_ID_PREFIX
 from entra_provisioning.config_fields import FIELDS
+from entra_provisioning.run_record import COUNTS_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-#: The XCom key of the counts record every task pushes (besides ``return_value``).
-COUNTS_KEY = "counts"
 TASK_IDS = ("fetch_token", "resolve_members", "add_missing_users")
 #: Runs per DAG read at first: enough for the last run, the last real run and the last token check in
 #: all but unusual histories (many dry runs in a row).
@@ -241,7 +240,11 @@ def fill_row(
         row.counts_run = _ref(row.dag_id, run, record.get("dry_run") is True)
     if real_add is not None:
         run, record = real_add
-        row.added = _count(record, "added")
+        # Every attempt of the run together (an attempt that failed part-way and was retried still added
+        # users); a record without it (older) has the attempt's own figure only.
+        row.added = _count(record, "added_in_run")
+        if row.added is None:
+            row.added = _count(record, "added")
         row.failed_users = _count(record, "failed")
         row.real_run = _ref(row.dag_id, run, False)
         if row.target is None and isinstance(record.get("target"), str):

@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "hooks.scim": {"", "config_fields", "errors", "identities", "retry", "urls", "hooks.scim_groups"},
     "hooks.scim_groups": {"identities", "hooks.scim"},
     # The overview page (Airflow UI plugin): reads Airflow's metadata, never a hook or the task layer.
-    "overview_data": {"config", "config_fields"},
+    "overview_data": {"config", "config_fields", "run_record"},
     "overview_app": {"config", "factory", "overview_data"},
     "overview_plugin": {"overview_app"},
 }

@@ -59,6 +59,12 @@ def test_to_add_comes_from_a_dry_run_newer_than_the_last_real_run() -> None:
     assert r.token_expires_in_days == 10 and not r.token_no_expiry
 
 
+def test_added_counts_every_attempt_of_the_run() -> None:
+    r = row()
+    fill_row(r, [run(7, add_missing_users=add(to_add=5, added=2, added_in_run=5, failed=0))], None, NOW)
+    assert r.added == 5
+
+
 def test_a_real_run_newer_than_the_dry_run_wins() -> None:
     r = row()
     fill_row(
