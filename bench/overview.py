@@ -72,19 +72,20 @@ def records(index: int, run: int, *, dry: bool, failed: bool, connection: bool) 
         "throttled": 0,
     }
     to_add = run % 7
+    failed_users = min(2, to_add) if failed else 0
     add: dict[str, Any] = {
         "v": 1,
         "task": "add_missing_users",
         "outcome": "dry_run" if dry else "partial" if failed else "success",
-        "error": "2 of 5 users could not be created: 403 Forbidden" if failed else None,
+        "error": f"{failed_users} of {to_add} users could not be created: 403 Forbidden" if failed else None,
         "dry_run": dry,
         "target": "account" if connection else "workspace",
         "members_resolved": members,
         "already_present": members - to_add,
         "to_add": to_add,
-        "added": 0 if dry else to_add - (2 if failed else 0),
-        "added_in_run": 0 if dry else to_add,
-        "failed": 2 if failed else 0,
+        "added": 0 if dry else to_add - failed_users,
+        "added_in_run": 0 if dry else to_add - failed_users,
+        "failed": failed_users,
         "drift": index % 5,
         "skipped": {"disabled": 1},
         "skipped_total": 1,

@@ -6,9 +6,10 @@ outcome. The large ``return_value`` members record is never read, and nothing he
 Vault or Databricks (nor holds a token: the records carry none).
 
 Cost stays flat in the number of runs: one query reads the newest :data:`RECENT_RUNS` runs of every DAG
-with their records (a window function over ``dag_run``'s ``(dag_id, id)`` index), one the newest failed
-run of each; only a DAG whose last real (non-dry) run or last token check is older than that window is
-looked at again, :data:`LOOKBACK_RUNS` runs deep.
+with their records (per DAG, a short walk down ``dag_run``'s ``dag_id`` index finds where they start),
+one the newest failed run of each; only a DAG whose last real (non-dry) run or last successful token
+check is older than that is read again, :data:`LOOKBACK_RUNS` runs deep. Records are decoded only when a
+row needs them.
 
 A missing count is unknown (``None``, shown "—"), never 0: a task that failed before its plan pushes a
 record without counts.
@@ -77,6 +78,8 @@ class WorkspaceRow:
     last_run: RunRef | None = None
     members_resolved: int | None = None
     drift: int | None = None
+    #: Users still to add: what a dry run newer than the last real run would add, else what the last real
+    #: run left unadded (:func:`left_to_add`).
     to_add: int | None = None
     #: ``to_add`` comes from a dry run newer than the last real run (what the next real run would add).
     to_add_from_dry_run: bool = False
@@ -166,6 +169,15 @@ def _count(record: Mapping[str, Any] | None, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def left_to_add(record: Mapping[str, Any]) -> int | None:
+    """Users a real run's attempt planned to add but did not: none after a success, the failed ones after
+    a partial run, all of them after a guard stop. Unknown when a count is."""
+    planned, added = _count(record, "to_add"), _count(record, "added")
+    if planned is None or added is None:
+        return None
+    return max(0, planned - added - (_count(record, "existed_on_create") or 0))
+
+
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -234,7 +246,7 @@ def fill_row(
             resolved = _count(run.record("resolve_members"), "members_resolved")
         row.members_resolved = resolved
         row.drift = _count(record, "drift")
-        row.to_add = _count(record, "to_add")
+        row.to_add = _count(record, "to_add") if record.get("dry_run") is True else left_to_add(record)
         row.to_add_from_dry_run = record.get("dry_run") is True
         row.target = record.get("target") if isinstance(record.get("target"), str) else None
         row.counts_run = _ref(row.dag_id, run, record.get("dry_run") is True)

@@ -59,6 +59,16 @@ def test_to_add_comes_from_a_dry_run_newer_than_the_last_real_run() -> None:
     assert r.token_expires_in_days == 10 and not r.token_no_expiry
 
 
+def test_after_a_real_run_to_add_is_what_it_left_unadded() -> None:
+    r = row()
+    fill_row(r, [run(8, add_missing_users=add(to_add=5, added=2, existed_on_create=1, failed=2))], None, NOW)
+    assert (r.to_add, r.to_add_from_dry_run, r.failed_users) == (2, False, 2)
+    guard = {**add(to_add=700, added=0), "outcome": "guard_stop"}
+    r = row()
+    fill_row(r, [run(9, "failed", add_missing_users=guard)], None, NOW)
+    assert r.to_add == 700
+
+
 def test_added_counts_every_attempt_of_the_run() -> None:
     r = row()
     fill_row(r, [run(7, add_missing_users=add(to_add=5, added=2, added_in_run=5, failed=0))], None, NOW)
@@ -69,7 +79,7 @@ def test_a_real_run_newer_than_the_dry_run_wins() -> None:
     r = row()
     fill_row(
         r,
-        [run(5, add_missing_users=add(to_add=0, added=3)), run(4, add_missing_users=add(dry=True, to_add=3))],
+        [run(5, add_missing_users=add(to_add=3, added=3)), run(4, add_missing_users=add(dry=True, to_add=3))],
         None,
         NOW,
     )
@@ -173,7 +183,7 @@ def test_queries_agree_with_the_naive_reader_and_respect_readable(seeded: Any) -
         # The seed's last run (index 39) is real, the last failure run 32 (every 25th from 7).
         assert first.last_run is not None and first.last_run.dry_run is False
         assert (
-            first.last_failure_reason == "add_missing_users: 2 of 5 users could not be created: 403 Forbidden"
+            first.last_failure_reason == "add_missing_users: 2 of 4 users could not be created: 403 Forbidden"
         )
         assert rows[2].token_no_expiry and rows[2].target == "account"
         assert set(first.tags) == {"entra-provisioning", "databricks", "team-1"}
