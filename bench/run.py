@@ -951,10 +951,13 @@ def report(results: dict[str, Any]) -> str:
         + (f" (only {', '.join(results['only'])})" if results.get("only") else "")
         + f". Run took {results['seconds']:.0f} s.",
         "",
-        "| scenario | ours: config | ours | baseline | ratio | ours Graph+SCIM requests / floor | "
-        "latency floor | ours / latency floor | POSTs (ours) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    if results["scenarios"]:
+        lines += [
+            "| scenario | ours: config | ours | baseline | ratio | ours Graph+SCIM requests / floor | "
+            "latency floor | ours / latency floor | POSTs (ours) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in results["scenarios"]:
         o = r["ours"]
         cfg = f"{r['config']['scim_concurrency']} workers, {r['config']['scim_max_creates_per_second']:g}/s"
@@ -1020,7 +1023,8 @@ def report(results: dict[str, Any]) -> str:
         ]
         for r in mirrored:
             lines.append("\n" + _groups_line(r))
-    lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
+    if results["scenarios"]:
+        lines += ["", "Requests by system/endpoint [status:count], from the sandbox's log:", ""]
     for r in results["scenarios"]:
         lines.append(f"- ({r['scenario']}) ours: {_counts_line(r['ours']['counts'])}")
         if "baseline" in r:
@@ -1031,14 +1035,15 @@ def report(results: dict[str, Any]) -> str:
                 else "full run"
             )
             lines.append(f"  baseline ({scope}): {_counts_line(b['counts'])}")
-    lines += [
-        "",
-        "Where the time goes (CPU seconds during the timed work; 2 cores = 2 CPU-s per wall second):",
-        "",
-        "| scenario | ours wall | ours: Graph resolve | ours: list+plan+creates | ours CPU | sandbox CPU | "
-        "sandbox CPU per request | baseline CPU |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    if results["scenarios"]:
+        lines += [
+            "",
+            "Where the time goes (CPU seconds during the timed work; 2 cores = 2 CPU-s per wall second):",
+            "",
+            "| scenario | ours wall | ours: Graph resolve | ours: list+plan+creates | ours CPU | sandbox CPU | "
+            "sandbox CPU per request | baseline CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for r in results["scenarios"]:
         o = r["ours"]
         per_req = o["sandbox_cpu_seconds"] / max(1, o["requests"]) * 1000
@@ -1326,10 +1331,10 @@ def run(
     results["machine"]["load_avg_end"] = os.getloadavg()
     if mode != "smoke":
         results["targets"] = targets(results)
-    text = report(results)
-    results["report"] = text
     if only is not None:
         results["only"] = sorted(only)
+    text = report(results)
+    results["report"] = text
     if out_dir is not None:
         # A partial run never overwrites a full or quick run's files, nor the benchmarks page.
         name = "partial" if only is not None else mode
