@@ -6,6 +6,7 @@ changes the run's. It reads the three counts records and, from them only:
 
 - emits an asset event for the workspace when the run added someone (a partially failed run included),
   through the DAG's asset alias, with the run's counts in its ``extra``;
+- sends the run's metrics (:mod:`entra_provisioning.metrics`) through Airflow's metrics facility;
 - sends the run's events as alerts when the entry has ``notify`` (:mod:`entra_provisioning.notifiers`:
   once per event per run, the token warning once a day).
 
@@ -19,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from entra_provisioning import notifiers, run_state
+from entra_provisioning import metrics, notifiers, run_state
 from entra_provisioning.run_events import WORK_TASKS, added_in_run, asset_extra, run_events
 from entra_provisioning.run_record import COUNTS_KEY
 
@@ -96,11 +97,30 @@ def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
         "events": [event.kind for event in events],
         "added_in_run": added,
         "asset_event": bool(added),
+        "metrics": send_metrics(ws, records),
     }
     if ws.notify is not None:
         # Last: a failure to send raises (for a retry) only after everything else has been done.
         result.update(notifiers.send_alerts(ws, events, context).as_dict())
     return result
+
+
+def send_metrics(ws: WorkspaceConfig, records: Mapping[str, Mapping[str, Any] | None]) -> int:
+    """Send the run's metrics; return how many were handed to Airflow (0 when metrics are off).
+
+    Metrics are an observer's concern: a problem sending them is logged and never fails ``report``.
+    """
+    points = metrics.run_metrics(records, workspace=ws.name)
+    try:
+        backend = metrics.emit(points)
+    except Exception as exc:
+        log.warning("Metrics not sent (%s: %s)", type(exc).__name__, exc)
+        return 0
+    if backend is None:
+        log.info("Metrics are off in Airflow's [metrics] section: %d metric(s) not sent", len(points))
+        return 0
+    log.info("Sent %d metric(s) of workspace %s through Airflow's %s metrics", len(points), ws.name, backend)
+    return len(points)
 
 
 def _pull(ti: Any, task: str) -> dict[str, Any] | None:

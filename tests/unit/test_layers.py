@@ -34,12 +34,14 @@ ALLOWED: dict[str, set[str]] = {
     # The task layer's helper for service principals and mirrored groups: it drives a hook it is given.
     "group_sync": {"config", "groups_plan", "identities", "plan", "hooks.scim"},
     "summary": {"identities", "plan", "groups_plan"},
-    # Watching runs: the counts record and the events read from it are pure; run_state and reporting are
-    # the task side (an Airflow Variable, XComs, the asset alias).
+    # Watching runs: the counts record, the events and the metrics read from it are pure (metrics' thin
+    # emitter imports Airflow inside a function); run_state and reporting are the task side (an Airflow
+    # Variable, XComs, the asset alias, sending the metrics).
     "run_record": set(),
     "run_events": set(),
+    "metrics": set(),
     "run_state": set(),
-    "reporting": {"", "config", "notifiers", "run_events", "run_record", "run_state"},
+    "reporting": {"", "config", "metrics", "notifiers", "run_events", "run_record", "run_state"},
     # Alerts: the message text is pure; notifiers is the task side (Airflow notifiers, the state Variable).
     "alerts": {"run_events"},
     "notifiers": {"", "alerts", "config", "errors", "run_events", "run_record", "run_state"},
