@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,78 @@ def test_account_target_mirrors_a_group_and_assigns_it(airflow_sandbox) -> None:
     assignments = box.control.account_assignments("ws-gamma")
     assert any(a["kind"] == "group" and a["name"] == "Data Engineers" for a in assignments)
     assert not any(a["kind"] == "user" and a["name"] == "bob.baker@contoso.com" for a in assignments)
+
+
+def test_a_runs_metrics_reach_a_statsd_listener(airflow_sandbox) -> None:
+    """README "Metrics": with ``[metrics] statsd_on``, ``report`` sends the run's counts through Airflow's
+    metrics to a StatsD server on loopback. A dry run with InfluxDB-style tags (the workspace a tag), then
+    a real run with plain names (the workspace in the name), throttled twice by Graph and once by SCIM."""
+    from demo.sandbox_airflow import airflow
+    from sandbox.statsd import StatsdListener, counter_total, gauge_value
+
+    def arrived(name: str, tags: dict[str, str] | None = None) -> Any:
+        return lambda samples: [s for s in samples if s.name == name and dict(s.tags) == (tags or {})] and samples
+
+    box = airflow_sandbox.sandbox
+    box.reset()
+    ours = "airflow.entra_provisioning."
+    skipped = {"disabled": 2, "no_user_name": 2, "not_a_user": 1, "duplicate_user_name": 0}
+    with StatsdListener() as listener:
+        env = {**airflow_sandbox.env, **listener.airflow_env()}
+        tagged = {**env, "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True"}
+        dry = airflow(tagged, "dags", "test", DAG, "--conf", json.dumps({"dry_run": True}))
+        assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+        alpha = {"workspace": "alpha"}
+        # The last metric report sends; the listener's thread may still be reading the datagrams.
+        last = arrived(ours + "throttled_requests_total", {"service": "databricks", **alpha})
+        samples = listener.wait_for("the dry run's metrics", last)
+        days = airflow_sandbox.counts(DAG, "fetch_token")["token_expires_in_days"]
+        assert isinstance(days, int) and days > 0
+        assert gauge_value(samples, ours + "users_to_add", alpha) == 4
+        assert gauge_value(samples, ours + "members_resolved", alpha) == 6
+        assert gauge_value(samples, ours + "drift", alpha) == 2
+        assert gauge_value(samples, ours + "token_expires_in_days", alpha) == days
+        for reason, count in skipped.items():
+            assert gauge_value(samples, ours + "skipped", {"reason": reason, **alpha}) == count, reason
+        # A dry run adds nobody: nothing about added or failed users is sent, not even a zero.
+        assert not [s for s in samples if s.name.startswith(ours + "users_added")]
+        assert not [s for s in samples if s.name.startswith(ours + "users_failed")]
+        assert listener.malformed == []
+
+        mark = len(listener.samples())
+        box.control.set_faults(
+            [
+                {"system": "graph", "rate_429": 1.0, "retry_after": 1, "max_faults": 2},
+                {
+                    "system": "workspace:ws-alpha",
+                    "endpoint": "scim.users.create",
+                    "rate_429": 1.0,
+                    "retry_after": 1,
+                    "max_faults": 1,
+                },
+            ]
+        )
+        try:
+            real = airflow(env, "dags", "test", DAG)
+        finally:
+            box.control.clear_faults()
+        assert real.returncode == 0, real.stdout[-3000:] + real.stderr[-3000:]
+        name = ours + "{}.alpha"
+        last = arrived(name.format("throttled_requests_total.databricks"))
+        samples = listener.wait_for("the real run's metrics", last, since=mark)
+    counts = airflow_sandbox.counts(DAG)
+    resolve = airflow_sandbox.counts(DAG, "resolve_members")
+    assert (counts["added_in_run"], resolve["throttled"], counts["throttled"]) == (4, 2, 1)
+    assert gauge_value(samples, name.format("users_added")) == 4
+    assert counter_total(samples, name.format("users_added_total")) == 4
+    assert gauge_value(samples, name.format("users_failed")) == 0
+    assert counter_total(samples, name.format("users_failed_total")) == 0
+    assert gauge_value(samples, name.format("users_to_add")) == 4
+    assert gauge_value(samples, name.format("drift")) == 2
+    assert gauge_value(samples, name.format("members_resolved")) == 6
+    assert gauge_value(samples, name.format("skipped.disabled")) == 2
+    assert counter_total(samples, name.format("throttled_requests_total.graph")) == 2
+    assert counter_total(samples, name.format("throttled_requests_total.databricks")) == 1
+    # Once per run: report sent each metric once, and nothing of ours carries tags in this mode.
+    mine = [s for s in samples if s.name.startswith(ours)]
+    assert len(mine) == len({s.name for s in mine}) == 14 and not any(s.tags for s in mine)
