@@ -233,7 +233,9 @@ def test_a_runs_metrics_reach_a_statsd_listener(airflow_sandbox) -> None:
     from sandbox.statsd import StatsdListener, counter_total, gauge_value
 
     def arrived(name: str, tags: dict[str, str] | None = None) -> Any:
-        return lambda samples: [s for s in samples if s.name == name and dict(s.tags) == (tags or {})] and samples
+        return lambda samples: (
+            [s for s in samples if s.name == name and dict(s.tags) == (tags or {})] and samples
+        )
 
     box = airflow_sandbox.sandbox
     box.reset()
