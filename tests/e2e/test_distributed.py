@@ -14,7 +14,9 @@ later ones build on the state the earlier ones left, as an operator's day would:
 6. the PAT is in no task log file and nowhere in the metadata DB, and went only to its workspace;
 7. a bad entry in the workspaces file: the dag-processor reports it as the config-check file's import
    error while alpha and beta stay active and runnable; a file broken as a whole makes Airflow mark them
-   stale (what one bad entry used to do); fixing the file brings them back.
+   stale (what one bad entry used to do); fixing the file brings them back;
+8. metrics: every component sends StatsD to a listener on loopback; the ``report`` task on the Celery
+   worker sent each run's metrics, and the counters add up to what the sandbox saw created.
 
 Skipped when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not reachable, unless
 ``ENTRA_PROVISIONING_REQUIRE_SERVICES=1`` (``.ci/run`` sets it), which makes that a failure.
@@ -26,6 +28,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +50,7 @@ from demo.sandbox_airflow import DEMO_WORKSPACES, airflow_env, workspaces_yaml
 from sandbox.client import SandboxProcess
 from sandbox.pytest_plugin import Sandbox
 from sandbox.smtp import SmtpSink
+from sandbox.statsd import StatsdListener
 
 ALPHA = "entra_provisioning__alpha"
 BETA = "entra_provisioning__beta"
@@ -73,6 +77,8 @@ class Distributed:
     beta_unpaused_at: datetime
     initial_users: dict[str, set[str]]
     config_file: Path
+    #: The StatsD server every component's ``[metrics]`` points at (statsd_on).
+    statsd: StatsdListener
 
     def creates(self, workspace: str) -> dict[str, int]:
         """SCIM create requests sent to ``workspace`` so far, by HTTP status."""
@@ -95,7 +101,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
     # beta: due every minute, so the scheduler itself starts runs while the test watches.
     beta = dataclasses.replace(beta, options={**beta.options, "schedule": "* * * * *"})
     started = time.monotonic()
-    with SandboxProcess(root / "sandbox") as process:
+    with SandboxProcess(root / "sandbox") as process, StatsdListener() as statsd:
         sandbox = Sandbox(process)
         config_file = root / "workspaces.yaml"
         config_file.write_text(workspaces_yaml(sandbox.endpoints, (alpha, beta, gamma)))
@@ -103,6 +109,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
         base_env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = str(PARSE_INTERVAL)
         # The package's DAG files, plus a DAG of someone else's scheduled on alpha's asset.
         base_env["AIRFLOW__CORE__DAGS_FOLDER"] = str(_dags_folder(root / "dags", sandbox))
+        base_env.update(statsd.airflow_env())
         initial = {ws: sandbox.control.workspace_user_names(ws) for ws in ("ws-alpha", "ws-beta")}
         with fresh_database() as database:
             cluster = AirflowCluster(base_env, root / "cluster", database)
@@ -117,7 +124,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
                 assert unpaused.returncode == 0, unpaused.stdout[-2000:] + unpaused.stderr[-2000:]
                 beta_unpaused_at = datetime.now(UTC)
                 print(f"\ndistributed Airflow ready in {time.monotonic() - started:.0f} s ({root})")
-                yield Distributed(cluster, sandbox, beta_unpaused_at, initial, config_file)
+                yield Distributed(cluster, sandbox, beta_unpaused_at, initial, config_file, statsd)
             finally:
                 exit_codes = cluster.stop()
                 print(f"distributed Airflow stopped after {time.monotonic() - started:.0f} s: {exit_codes}")
@@ -420,6 +427,92 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
         interval=2,
         context=cluster.log_tails,
     )
+
+
+def test_metrics_arrive_from_the_celery_worker(distributed: Distributed) -> None:
+    """README "Metrics" on the real deployment: ``[metrics] statsd_on`` in every component, pointed at a
+    StatsD listener on loopback. ``report`` runs on the Celery worker and sends each run's metrics through
+    the task SDK's stats API: a fresh run's values are exactly its counts records', and the counters of all
+    the runs above add up to the users the sandbox saw created."""
+    from entra_provisioning.metrics import run_metrics, stat_name
+    from entra_provisioning.run_events import WORK_TASKS
+    from sandbox.statsd import counter_total, gauge_value, gauge_values
+
+    cluster, box, statsd = distributed.cluster, distributed.sandbox, distributed.statsd
+    ours = "airflow.entra_provisioning."
+    wait_for("beta to have no active run", lambda: not _active_runs(cluster, BETA), RUN_TIMEOUT, interval=3)
+
+    # Every run so far sent its users_added_total: the sums are the creates the sandbox answered 201.
+    # (A run's report may still be sending as its run ends: wait a little for the sums, then compare.)
+    expected = {
+        "alpha": distributed.creates("ws-alpha").get("201", 0),
+        "beta": distributed.creates("ws-beta").get("201", 0),
+        "gamma": len(GAMMA_NEW),
+    }
+    assert expected["alpha"] == len(ALPHA_NEW) and expected["beta"] > 200
+
+    def totals(samples: list[Any]) -> dict[str, float]:
+        return {ws: counter_total(samples, f"{ours}users_added_total.{ws}") for ws in expected}
+
+    with suppress(TimeoutError):  # the assertion below then shows the difference
+        statsd.wait_for("the users_added_total sums", lambda s: totals(s) == expected, timeout=30)
+    assert totals(statsd.samples()) == expected
+    # Dry runs send no users_added: the first value is alpha's first real run, which added its four.
+    assert gauge_values(statsd.samples(), f"{ours}users_added.alpha")[0] == len(ALPHA_NEW)
+
+    # A fresh run: what arrives is exactly what its three counts records say, in plain StatsD names.
+    mark = len(statsd.samples())
+    run_id = cluster.trigger(ALPHA)
+    cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+    records = {task: _counts(cluster, ALPHA, run_id, task) for task in WORK_TASKS}
+    want = {stat_name(m, tagged=False)[0]: (m.kind, m.value) for m in run_metrics(records, workspace="alpha")}
+    assert len(want) == 14
+    samples = statsd.wait_for(
+        "the fresh run's metrics",
+        lambda s: {x.name for x in s if x.name.startswith(ours)} >= {f"airflow.{n}" for n in want} and s,
+        since=mark,
+    )
+    got = {
+        s.name.removeprefix("airflow."): ({"g": "gauge", "c": "counter"}[s.kind], s.value)
+        for s in samples
+        if s.name.startswith(ours)
+    }
+    assert got == want
+    assert len([s for s in samples if s.name.startswith(ours)]) == len(want)  # once per run
+    # … and they are the facts of alpha in the seed: complete now, two users in no group, six members.
+    assert gauge_value(samples, f"{ours}users_to_add.alpha") == 0
+    assert gauge_value(samples, f"{ours}users_added.alpha") == 0
+    assert gauge_value(samples, f"{ours}drift.alpha") == 2
+    assert gauge_value(samples, f"{ours}members_resolved.alpha") == 6
+    assert (
+        gauge_value(samples, f"{ours}token_expires_in_days.alpha")
+        == records["fetch_token"]["token_expires_in_days"]
+        > 0
+    )
+    assert box.control.workspace_user_names("ws-alpha") >= ALPHA_NEW
+
+    # Sent from the report task on the worker: its task instance ran from our Celery queue, and its log
+    # says what it sent.
+    ((queue, state),) = cluster.query(
+        "SELECT queue, state FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = 'report'",
+        (ALPHA, run_id),
+    )
+    assert (queue, state) == (cluster.queue, "success")
+    (log_file,) = [
+        p for p in cluster.task_log_files() if f"run_id={run_id}" in str(p) and "task_id=report" in str(p)
+    ]
+    assert "Sent 14 metric(s) of workspace alpha through Airflow's statsd metrics" in log_file.read_text()
+    assert [line for line in statsd.malformed if "entra_provisioning" in line] == []
+
+
+def _counts(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
+    """A task's counts record (XCom ``counts``), through the REST API."""
+    entry = cluster.api(
+        "GET",
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/counts?deserialize=true",
+    )
+    value = entry["value"]
+    return dict(json.loads(value) if isinstance(value, str) else value)
 
 
 def _import_errors(cluster: AirflowCluster) -> dict[str, str]:
