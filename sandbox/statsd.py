@@ -47,10 +47,10 @@ def parse_line(line: str) -> Sample:
     name, *influx_tags = name_part.split(",")
     tags: dict[str, str] = {}
     for pair in influx_tags:
-        key, eq, value = pair.partition("=")
+        key, eq, tag_value = pair.partition("=")
         if not eq or not key:
             raise ValueError(f"bad InfluxDB-style tag {pair!r} in {line!r}")
-        tags[key] = value
+        tags[key] = tag_value
     rate = 1.0
     for extra in fields[1:]:
         if extra.startswith("@"):
@@ -59,8 +59,8 @@ def parse_line(line: str) -> Sample:
                 raise ValueError(f"sample rate out of range in {line!r}")
         elif extra.startswith("#"):
             for pair in filter(None, extra[1:].split(",")):
-                key, _, value = pair.partition(":")
-                tags[key] = value
+                key, _, tag_value = pair.partition(":")
+                tags[key] = tag_value
         else:
             raise ValueError(f"unknown field {extra!r} in {line!r}")
     value = float(raw_value)  # raises ValueError for a non-number

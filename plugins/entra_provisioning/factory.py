@@ -111,8 +111,8 @@ def doc_md(ws: WorkspaceConfig) -> str:
 `resolve_members` lists the groups' transitive user members through Microsoft Graph →
 `add_missing_users` {"creates and assigns the members without access" if ws.is_account else "creates the users the workspace lacks"} and returns the run summary →
 `report` (a teardown: it never changes the run's outcome) emits the asset event `{ws.dag_id}__users` when
-the run added someone and sends the run's alerts. Each task also stores a small `counts` XCom, failed
-attempts included.
+the run added someone, sends the run's alerts, and sends the run's metrics (`entra_provisioning.*`) when
+Airflow's metrics are on. Each task also stores a small `counts` XCom, failed attempts included.
 
 Trigger with **dry_run** on to see what would be added without writing anything.
 """

@@ -119,7 +119,9 @@ def test_every_airflow_service_runs_the_image_built_from_our_dockerfile(
 def test_dockerfile_is_the_official_image_plus_our_requirements() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
-    pinned = re.search(r"^apache-airflow==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    pinned = re.search(
+        r"^apache-airflow(?:\[[\w,-]+\])?==(\S+)$", (REPO / "requirements.txt").read_text(), re.MULTILINE
+    )
     assert pinned is not None
     assert base.startswith(f"apache/airflow:{pinned.group(1)}")  # the same Airflow as requirements.txt
     assert re.search(r"^COPY\s+requirements\.txt\s", dockerfile, re.MULTILINE)
@@ -173,6 +175,18 @@ def test_connections_match_the_config_defaults(airflow_services: dict[str, dict[
             assert connection["conn_type"] == conn_type, f"{name}: {variable}"
         # The Azure identity variables azure-identity's DefaultAzureCredential reads.
         assert {"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET"} <= set(env), name
+
+
+def test_statsd_can_be_turned_on_in_every_component(airflow_services: dict[str, dict[str, Any]]) -> None:
+    """README "Metrics": every component, the worker included (its report task sends the workspaces'
+    metrics), reads the same [metrics] settings, off by default; the image installs the StatsD client."""
+    for name, svc in airflow_services.items():
+        env = svc["environment"]
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "false", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"], name
+        assert 0 < int(env["AIRFLOW__METRICS__STATSD_PORT"]) < 65536, name
+    airflow = re.search(r"^apache-airflow\[([\w,-]+)\]==", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    assert airflow is not None and "statsd" in airflow.group(1).split(",")
 
 
 def test_every_variable_the_file_reads_is_documented(raw_text: str) -> None:

@@ -171,7 +171,7 @@ def test_every_name_passes_airflows_own_stat_name_check() -> None:
     ],
 )
 def test_the_backend_and_whether_it_keeps_tags(options: dict[str, bool], expected: tuple) -> None:
-    assert metrics_backend(lambda option, default: options.get(option, default)) == expected
+    assert metrics_backend(options.get) == expected
 
 
 def test_the_sdk_picks_the_backend_in_the_order_we_assume(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,7 +187,7 @@ def test_the_sdk_picks_the_backend_in_the_order_we_assume(monkeypatch: pytest.Mo
 
 def test_the_readme_lists_every_metric_with_its_type() -> None:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", readme.split("\n### Metrics\n", 1)[1], maxsplit=1)[0]
     rows = {
         m.group(1): m.group(2)
         for m in re.finditer(r"^\| `entra_provisioning\.(\w+)` \| (gauge|counter) \|", section, re.MULTILINE)
