@@ -193,3 +193,25 @@ def test_the_readme_lists_every_metric_with_its_type() -> None:
         for m in re.finditer(r"^\| `entra_provisioning\.(\w+)` \| (gauge|counter) \|", section, re.MULTILINE)
     }
     assert rows == {spec.name: spec.kind for spec in metrics.METRICS}
+
+
+def test_report_sends_nothing_while_metrics_are_off_and_a_failure_never_fails_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from entra_provisioning import reporting
+
+    ws: Any = SimpleNamespace(name="alpha")
+    for option in ("STATSD_ON", "STATSD_DATADOG_ENABLED", "OTEL_ON"):
+        monkeypatch.setenv(f"AIRFLOW__METRICS__{option}", "False")
+    caplog.set_level("INFO", logger=reporting.__name__)
+    assert reporting.send_metrics(ws, records()) == 0
+    assert "Metrics are off in Airflow's [metrics] section: 14 metric(s) not sent" in caplog.text
+
+    def broken(points: Any) -> str:
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(metrics, "emit", broken)
+    assert reporting.send_metrics(ws, records()) == 0
+    assert "Metrics not sent (OSError: no route to host)" in caplog.text
