@@ -18,9 +18,9 @@ A dry run sends what it found (``users_to_add`` is what a real run would add) bu
 success/failure counts (``ti.finish``, ``task.duration``, ``dagrun.duration.*``): none are repeated here.
 
 Task code must use the task SDK's ``airflow.sdk.observability.stats``: it is the module the task runner
-initialises from ``[metrics]`` in the worker's task process. ``airflow.stats`` is a deprecated shim for it,
-and core's ``airflow.observability.stats`` belongs to the scheduler, api-server and the other core
-components.
+initialises from ``[metrics]`` in the worker's task process. ``airflow.stats`` is a deprecated shim for it;
+core's ``airflow.observability.stats`` is initialised only by the core components (scheduler, api-server,
+dag-processor, triggerer, executor), so in a task on a worker it is a silent no-op.
 
 Names: ``entra_provisioning.<metric>``, with the workspace (and a metric's own dimension, such as the skip
 reason) as **tags** when the backend keeps tags (DogStatsD with ``statsd_datadog_metrics_tags``, StatsD
