@@ -97,7 +97,7 @@ def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
         "events": [event.kind for event in events],
         "added_in_run": added,
         "asset_event": bool(added),
-        "metrics": send_metrics(ws, records),
+        "metrics": send_metrics(ws, records, run_id, retry=int(getattr(ti, "try_number", 1) or 1) > 1),
     }
     if ws.notify is not None:
         # Last: a failure to send raises (for a retry) only after everything else has been done.
@@ -105,12 +105,21 @@ def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def send_metrics(ws: WorkspaceConfig, records: Mapping[str, Mapping[str, Any] | None]) -> int:
+def send_metrics(
+    ws: WorkspaceConfig, records: Mapping[str, Mapping[str, Any] | None], run_id: str, *, retry: bool = False
+) -> int:
     """Send the run's metrics; return how many were handed to Airflow (0 when metrics are off).
 
-    Metrics are an observer's concern: a problem sending them is logged and never fails ``report``.
+    Gauges may be sent again, counters may not: ``report`` can be retried (a mail outage fails it for its
+    retry), so the run whose counters went out is recorded in the workspace's state Variable, and a
+    retry (``retry``) that finds its run there sends the gauges only. Metrics are an observer's concern:
+    a problem sending them, or recording that, is logged and never fails ``report``.
     """
     points = metrics.run_metrics(records, workspace=ws.name)
+    state = run_state.load(ws.dag_id) if retry else None
+    if state is not None and not run_state.counters_due(state, run_id):
+        points = [point for point in points if point.kind == metrics.GAUGE]
+        log.info("An earlier attempt of report sent this run's metric counters; sending the gauges only")
     try:
         backend = metrics.emit(points)
     except Exception as exc:
@@ -120,6 +129,17 @@ def send_metrics(ws: WorkspaceConfig, records: Mapping[str, Mapping[str, Any] | 
         log.info("Metrics are off in Airflow's [metrics] section: %d metric(s) not sent", len(points))
         return 0
     log.info("Sent %d metric(s) of workspace %s through Airflow's %s metrics", len(points), ws.name, backend)
+    if any(point.kind == metrics.COUNTER for point in points):
+        try:
+            current = state if state is not None else run_state.load(ws.dag_id)
+            run_state.save(ws.dag_id, run_state.record_counters(current, run_id))
+        except Exception as exc:
+            log.warning(
+                "Could not record that the metric counters were sent (%s: %s); a retry of report may send "
+                "them again",
+                type(exc).__name__,
+                exc,
+            )
     return len(points)
 
 

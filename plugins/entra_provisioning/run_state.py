@@ -7,7 +7,9 @@ This small JSON Variable (``<dag_id>__state``, visible under Admin → Variables
 - ``run_id`` / ``added_in_run``: users added by the attempts of the current run so far;
 - ``alerted``: ``{"run_id": …, "events": [...]}``, the alerts already sent for the latest alerted run, so a
   retried report never sends one twice;
-- ``token_alerted_on``: the day (UTC, ISO date) the last token-expiry alert was sent.
+- ``token_alerted_on``: the day (UTC, ISO date) the last token-expiry alert was sent;
+- ``metrics_run_id``: the latest run whose counters were sent, so a retried report does not count them
+  twice.
 
 ``max_active_runs=1`` makes each workspace's DAG the only writer of its Variable. The decisions are pure
 functions; only :func:`load` and :func:`save` touch Airflow.
@@ -21,7 +23,16 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["alerts_due", "carry_added", "load", "record_alert", "save", "variable_key"]
+__all__ = [
+    "alerts_due",
+    "carry_added",
+    "counters_due",
+    "load",
+    "record_alert",
+    "record_counters",
+    "save",
+    "variable_key",
+]
 
 #: The event kind limited to one alert a day per workspace (whatever the number of runs that day).
 DAILY_KINDS = frozenset({"token_expiring"})
@@ -85,6 +96,16 @@ def record_alert(state: dict[str, Any], run_id: str, kind: str, today: str) -> d
     return new
 
 
+def counters_due(state: dict[str, Any], run_id: str) -> bool:
+    """Whether ``run_id``'s metric counters are still to be sent (no earlier attempt of report sent them)."""
+    return state.get("metrics_run_id") != run_id
+
+
+def record_counters(state: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The state to save once ``run_id``'s metric counters have been sent."""
+    return {**state, "metrics_run_id": run_id}
+
+
 def load(dag_id: str) -> dict[str, Any]:
     """The workspace's state (empty when there is none, or it cannot be read: it is a convenience)."""
     from airflow.sdk import Variable
@@ -109,5 +130,8 @@ def save(dag_id: str, state: dict[str, Any]) -> None:
     Variable.set(
         variable_key(dag_id),
         json.dumps(state, sort_keys=True),
-        description="entra-provisioning: per-workspace run state (added in the current run, alerts sent)",
+        description=(
+            "entra-provisioning: per-workspace run state (added in the current run, alerts and metric "
+            "counters sent)"
+        ),
     )

@@ -200,18 +200,60 @@ def test_report_sends_nothing_while_metrics_are_off_and_a_failure_never_fails_it
 ) -> None:
     from types import SimpleNamespace
 
-    from entra_provisioning import reporting
+    from entra_provisioning import reporting, run_state
 
-    ws: Any = SimpleNamespace(name="alpha")
+    ws: Any = SimpleNamespace(name="alpha", dag_id="entra_provisioning__alpha")
     for option in ("STATSD_ON", "STATSD_DATADOG_ENABLED", "OTEL_ON"):
         monkeypatch.setenv(f"AIRFLOW__METRICS__{option}", "False")
+    saved: list[dict[str, Any]] = []
+    monkeypatch.setattr(run_state, "save", lambda dag_id, state: saved.append(state))
     caplog.set_level("INFO", logger=reporting.__name__)
-    assert reporting.send_metrics(ws, records()) == 0
+    assert reporting.send_metrics(ws, records(), "manual__1") == 0
     assert "Metrics are off in Airflow's [metrics] section: 14 metric(s) not sent" in caplog.text
 
     def broken(points: Any) -> str:
         raise OSError("no route to host")
 
     monkeypatch.setattr(metrics, "emit", broken)
-    assert reporting.send_metrics(ws, records()) == 0
+    assert reporting.send_metrics(ws, records(), "manual__1") == 0
     assert "Metrics not sent (OSError: no route to host)" in caplog.text
+    assert saved == []  # nothing went out, so nothing is recorded as sent
+
+
+def test_a_retried_report_sends_the_gauges_again_but_never_the_counters_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from entra_provisioning import reporting, run_state
+
+    ws: Any = SimpleNamespace(name="alpha", dag_id="entra_provisioning__alpha")
+    variable: dict[str, Any] = {"run_id": "manual__1", "added_in_run": 4}
+    sent: list[list[Metric]] = []
+
+    def emit(points: Any) -> str:
+        sent.append(list(points))
+        return "statsd"
+
+    monkeypatch.setattr(metrics, "emit", emit)
+    monkeypatch.setattr(run_state, "load", lambda dag_id: dict(variable))
+    monkeypatch.setattr(run_state, "save", lambda dag_id, state: variable.update(state))
+
+    assert reporting.send_metrics(ws, records(), "manual__1") == 14
+    assert variable == {"run_id": "manual__1", "added_in_run": 4, "metrics_run_id": "manual__1"}
+    # report's retry (a mail outage failed the first attempt after the metrics went out).
+    assert reporting.send_metrics(ws, records(), "manual__1", retry=True) == 10
+    assert {p.kind for p in sent[1]} == {GAUGE} and len(sent[0]) == 14
+    # The retry of another run's report, whose first attempt died before sending: everything goes out.
+    assert reporting.send_metrics(ws, records(), "manual__2", retry=True) == 14
+    assert variable["metrics_run_id"] == "manual__2"
+
+
+def test_the_state_remembers_the_latest_run_whose_counters_went_out() -> None:
+    from entra_provisioning.run_state import counters_due, record_counters
+
+    state = {"alerted": {"run_id": "r1", "events": ["guard_stop"]}}
+    assert counters_due(state, "r1")
+    recorded = record_counters(state, "r1")
+    assert recorded == {**state, "metrics_run_id": "r1"} and not counters_due(recorded, "r1")
+    assert counters_due(recorded, "r2")
