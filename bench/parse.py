@@ -96,7 +96,7 @@ _REFERENCE_HEAD = '''\
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, AssetAlias, Param, task
 
 DEFAULT_ARGS = {
     "retries": 3,
@@ -122,6 +122,7 @@ summary of each run.
 | userName from | `userPrincipalName` (guests: `mail`) |
 | Guard: most new users per run | {guard} |
 | SCIM creates | 4 at a time, at most 5/s |
+| Alerts | none (no `notify`) |
 
 **Groups**
 
@@ -129,7 +130,10 @@ summary of each run.
 
 **Tasks**: `fetch_token` reads the workspace token from Key Vault and checks it (no secret returned) ->
 `resolve_members` lists the transitive user members of the groups through Microsoft Graph ->
-`add_missing_users` creates the users missing from the workspace and returns the summary of the run.
+`add_missing_users` creates the users missing from the workspace and returns the summary of the run ->
+`report` (a teardown, so the run's outcome is never its own) emits the workspace's asset event
+`entra_provisioning__{name}__users` if users were added, and sends the alerts and the metrics when they are
+switched on. Every task also keeps a small `counts` XCom, for failed attempts as well.
 
 Switch **dry_run** on when triggering to list who would be added, without writing anything.
 """
@@ -188,10 +192,14 @@ def build(name, instance, host, groups, vault, secret, schedule, guard):
         def add_missing_users(token_facts, members, params=None):
             return {"workspace": token_facts["workspace"], "groups": members["groups"]}
 
+        @task(task_id="report", retries=1, outlets=[AssetAlias(name=f"entra_provisioning__{name}__users_added")])
+        def report():
+            return {"events": []}
+
         token_facts = fetch_token()
         members = resolve_members()
         token_facts >> members
-        add_missing_users(token_facts, members)
+        add_missing_users(token_facts, members) >> report().as_teardown()
     return dag
 
 
