@@ -106,9 +106,9 @@ class CountsRecord:
         return record
 
 
-def outcome_of_summary(summary: Mapping[str, Any]) -> str:
-    """``dry_run`` or ``success`` for a summary the task returned."""
-    return "dry_run" if summary.get("dry_run") else "success"
+def outcome_of_result(result: Mapping[str, Any]) -> str:
+    """``dry_run`` or ``success`` for what a task returned (only a dry run's summary says ``dry_run``)."""
+    return "dry_run" if result.get("dry_run") is True else "success"
 
 
 def _copy(value: Any) -> Any:

@@ -28,7 +28,7 @@ from entra_provisioning.plan import (
     check_guard,
 )
 from entra_provisioning.plan import resolve_members as resolve_plan_members
-from entra_provisioning.run_record import CountsRecord
+from entra_provisioning.run_record import CountsRecord, outcome_of_result
 from entra_provisioning.summary import CreateOutcome, build_summary
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,6 @@ def failure_outcome(error: BaseException) -> str:
     if isinstance(error, UsersNotAddedError):
         return "partial"
     return "failed"
-
-
-def outcome_of_result(result: dict[str, Any]) -> str:
-    return "dry_run" if result.get("dry_run") is True else "success"
 
 
 def _push_quietly(push: Callable[[dict[str, Any]], None], record: dict[str, Any]) -> None:
