@@ -112,6 +112,8 @@ class WorkspaceConfig:
     workspace_id: int | None = _default("workspace_id")
     enabled: bool = _default("enabled")
     owner: str = _default("owner")
+    retries: int = _default("retries")
+    retry_delay_seconds: int = _default("retry_delay_seconds")
     tags: tuple[str, ...] = _default("tags")
     azure_conn_id: str = _default("azure_conn_id")
     msgraph_conn_id: str = _default("msgraph_conn_id")

@@ -284,6 +284,23 @@ _WORKSPACE_FIELDS: tuple[Field, ...] = (
     Field("enabled", Kind.BOOLEAN, "`false` keeps the entry but builds no DAG", default=True),
     Field("owner", Kind.TEXT, "the DAG's owner in the UI", default="airflow"),
     Field(
+        "retries",
+        Kind.INTEGER,
+        "how many times Airflow retries a failed task of a run (a lost worker's task included); add-only "
+        "makes every retry safe",
+        default=3,
+        minimum=0,
+        maximum=10,
+    ),
+    Field(
+        "retry_delay_seconds",
+        Kind.INTEGER,
+        "the wait before the first retry; each further retry waits twice as long, at most 20 minutes",
+        default=120,
+        minimum=1,
+        maximum=3600,
+    ),
+    Field(
         "tags",
         Kind.TEXT_LIST,
         "extra DAG tags (`entra-provisioning` and `databricks` are always set); each 1–100 word "

@@ -29,14 +29,23 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "workspac
 BASE_TAGS = ("entra-provisioning", "databricks")
 START_DATE = datetime(2025, 1, 1)
 
-#: A provisioning run is cheap to repeat and add-only, so retry transient failures a few times, spaced
-#: out enough to ride over a Graph or SCIM throttling window rather than into it.
-DEFAULT_ARGS: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=20),
-}
+#: A provisioning run is cheap to repeat and add-only, so retry transient failures a few times (the entry's
+#: ``retries``, 3 by default), spaced out enough to ride over a Graph or SCIM throttling window rather than
+#: into it (``retry_delay_seconds``, 2 minutes by default, doubling up to this cap).
+MAX_RETRY_DELAY = timedelta(minutes=20)
+
+
+def default_args(ws: WorkspaceConfig) -> dict[str, Any]:
+    """The tasks' defaults: owner and the entry's retry policy."""
+    return {
+        "owner": ws.owner,
+        "retries": ws.retries,
+        "retry_delay": timedelta(seconds=ws.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": MAX_RETRY_DELAY,
+    }
+
+
 #: A run that has not finished in this time is stuck, not slow (100,000 members take minutes).
 RUN_TIMEOUT = timedelta(hours=3)
 
@@ -149,7 +158,7 @@ def build_dag(ws: WorkspaceConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         dagrun_timeout=RUN_TIMEOUT,
-        default_args={**DEFAULT_ARGS, "owner": ws.owner},
+        default_args=default_args(ws),
         params=params,
         tags=sorted({*BASE_TAGS, *ws.tags}),
         doc_md=doc_md(ws),

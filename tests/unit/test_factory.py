@@ -213,6 +213,19 @@ def test_dag_shape_and_trigger_form() -> None:
     assert guard.schema["type"] == ["null", "integer"] and "500" in (guard.description or "")
 
 
+def test_an_entry_sets_its_retry_policy() -> None:
+    from datetime import timedelta
+
+    raw = yaml.safe_load(generated_config(2))
+    raw["workspaces"][1].update({"retries": 0, "retry_delay_seconds": 5})
+    default, tuned = (build_dag(ws) for ws in parse_config(yaml.safe_dump(raw)).workspaces)
+    assert default.default_args["retry_delay"] == timedelta(minutes=2)
+    assert tuned.default_args["retries"] == 0
+    assert tuned.default_args["retry_delay"] == timedelta(seconds=5)
+    assert all(task.retries == 0 for task in tuned.tasks if task.task_id != "report")
+    assert tuned.task_dict["report"].retries == 1  # its own: one retry for unsent alerts
+
+
 def test_doc_md_names_workspace_groups_and_secret_but_no_token() -> None:
     (ws,) = parse_config(generated_config(1)).workspaces
     doc = build_dag(ws).doc_md or ""
