@@ -101,8 +101,24 @@ def services_verdict(problem: str | None) -> tuple[str, str] | None:
     return "skip", f"the distributed Airflow test needs PostgreSQL and Redis on loopback: {problem}"
 
 
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the cluster's PostgreSQL and Redis listen (the machine's by default; the fault tests give
+    private ones, see :mod:`demo.services`)."""
+
+    pg_host: str = POSTGRES_HOST
+    pg_port: int = POSTGRES_PORT
+    pg_user: str = POSTGRES_USER
+    redis_host: str = REDIS_HOST
+    redis_port: int = REDIS_PORT
+    redis_db: int = REDIS_DB
+
+
+MACHINE_SERVICES = Endpoints()
+
+
 @contextmanager
-def fresh_database(prefix: str = "entra_prov_e2e_") -> Iterator[str]:
+def fresh_database(prefix: str = "entra_prov_e2e_", services: Endpoints = MACHINE_SERVICES) -> Iterator[str]:
     """Create an empty PostgreSQL database with a random name; drop it (and its sessions) afterwards."""
     import psycopg2
 
@@ -110,7 +126,11 @@ def fresh_database(prefix: str = "entra_prov_e2e_") -> Iterator[str]:
 
     def admin_execute(sql: str) -> None:
         conn = psycopg2.connect(
-            host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, dbname="postgres", connect_timeout=5
+            host=services.pg_host,
+            port=services.pg_port,
+            user=services.pg_user,
+            dbname="postgres",
+            connect_timeout=5,
         )
         try:
             conn.autocommit = True
@@ -185,8 +205,15 @@ class AirflowCluster:
     (``demo.sandbox_airflow.airflow_env`` gives it: sandbox trust, connections, DAG folder, config file).
     """
 
-    def __init__(self, base_env: Mapping[str, str], workdir: Path, database: str) -> None:
+    def __init__(
+        self,
+        base_env: Mapping[str, str],
+        workdir: Path,
+        database: str,
+        services: Endpoints = MACHINE_SERVICES,
+    ) -> None:
         self.workdir = workdir
+        self.services = services
         self.database = database
         self.logs = workdir / "logs"
         self.process_logs = workdir / "process-logs"
@@ -196,7 +223,8 @@ class AirflowCluster:
         self.password = secrets.token_urlsafe(18)
         self.components: list[Component] = []
         self._token: str | None = None
-        db_url = f"postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}"
+        pg = f"{services.pg_user}@{services.pg_host}:{services.pg_port}/{database}"
+        db_url = f"postgresql+psycopg2://{pg}"
         passwords_file = workdir / "simple_auth_manager_passwords.json"
         self.env = dict(base_env)
         for leaked in ("PYTEST_CURRENT_TEST", "AIRFLOW__CORE__UNIT_TEST_MODE"):
@@ -205,8 +233,10 @@ class AirflowCluster:
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
-                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}",
+                "AIRFLOW__CELERY__BROKER_URL": (
+                    f"redis://{services.redis_host}:{services.redis_port}/{services.redis_db}"
+                ),
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -257,24 +287,66 @@ class AirflowCluster:
 
     def start(self) -> None:
         """Start every component as its own process group (session), logging to its own file."""
-        for name, command in COMPONENTS:
-            argv = [self._airflow_executable(), *command]
-            if name == "api-server":
-                argv += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
-            if name == "worker":
-                argv += ["--queues", self.queue, "--concurrency", "2", "--without-gossip", "--without-mingle"]
-            log_file = self.process_logs / f"{name}.log"
-            log = log_file.open("ab")
-            process = subprocess.Popen(
-                argv,
-                env=self.env,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            self.components.append(Component(name, argv, log_file, process, log))
+        for name, _command in COMPONENTS:
+            self.components.append(self._launch(name))
+
+    def _launch(self, name: str) -> Component:
+        command = dict(COMPONENTS)[name]
+        argv = [self._airflow_executable(), *command]
+        if name == "api-server":
+            argv += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
+        if name == "worker":
+            argv += ["--queues", self.queue, "--concurrency", "2", "--without-gossip", "--without-mingle"]
+        log_file = self.process_logs / f"{name}.log"
+        log = log_file.open("ab")
+        process = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return Component(name, argv, log_file, process, log)
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 30.0) -> None:
+        """Send ``sig`` to the component's whole process group (with SIGKILL: pool children and task
+        supervisors included, as when a pod is evicted), then wait until it is gone (SIGKILL after
+        ``grace`` s)."""
+        component = self.component(name)
+        self._signal_group(component, sig)
+        try:
+            component.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._signal_group(component, signal.SIGKILL)
+            component.process.wait(timeout=10)
+        # Nothing of the group may outlive it (an orphaned task supervisor would keep heartbeating).
+        self._signal_group(component, signal.SIGKILL)
+        component._log.close()
+
+    def relaunch(self, name: str) -> Component:
+        """Start a new process for a component that was killed or died (what ``restart: always`` does)."""
+        old = self.component(name)
+        if old.alive():
+            raise RuntimeError(f"{name} is still running")
+        new = self._launch(name)
+        self.components[self.components.index(old)] = new
+        return new
+
+    def revive(self) -> list[str]:
+        """Relaunch every component that exited; returns their names (with the exit codes)."""
+        revived = []
+        for component in list(self.components):
+            if not component.alive():
+                revived.append(f"{component.name} (exit {component.process.returncode})")
+                with suppress(OSError):
+                    component._log.close()
+                self.relaunch(component.name)
+        return revived
 
     def stop(self, grace: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every process group, SIGKILL what is still there after ``grace`` s; exit codes by name."""
@@ -298,7 +370,12 @@ class AirflowCluster:
         import redis
 
         with suppress(redis.RedisError):
-            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=5)
+            client = redis.Redis(
+                host=self.services.redis_host,
+                port=self.services.redis_port,
+                db=self.services.redis_db,
+                socket_timeout=5,
+            )
             try:
                 client.delete(
                     self.queue, f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}"
@@ -438,9 +515,9 @@ class AirflowCluster:
         import psycopg2
 
         conn = psycopg2.connect(
-            host=POSTGRES_HOST,
-            port=POSTGRES_PORT,
-            user=POSTGRES_USER,
+            host=self.services.pg_host,
+            port=self.services.pg_port,
+            user=self.services.pg_user,
             dbname=self.database,
             connect_timeout=5,
         )
