@@ -314,19 +314,46 @@ class AirflowCluster:
         return next(c for c in self.components if c.name == name)
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, grace: float = 30.0) -> None:
-        """Send ``sig`` to the component's whole process group (with SIGKILL: pool children and task
-        supervisors included, as when a pod is evicted), then wait until it is gone (SIGKILL after
-        ``grace`` s)."""
+        """Send ``sig`` to the component's whole process tree, then wait until it is gone (SIGKILL after
+        ``grace`` s).
+
+        The tree, not only the process group: the task SDK's supervisor puts each task process in a group
+        of its own, so a ``killpg`` of the worker leaves the task running (and creating users) as an
+        orphan. A pod eviction kills every process of the pod; so does this.
+        """
         component = self.component(name)
+        tree = self._tree(component)
         self._signal_group(component, sig)
+        if sig == signal.SIGKILL:
+            self._kill_all(tree)
         try:
             component.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self._signal_group(component, signal.SIGKILL)
             component.process.wait(timeout=10)
-        # Nothing of the group may outlive it (an orphaned task supervisor would keep heartbeating).
+        # Nothing of it may outlive it (an orphaned task supervisor would keep heartbeating).
         self._signal_group(component, signal.SIGKILL)
+        self._kill_all(tree + self._tree(component))
         component._log.close()
+
+    @staticmethod
+    def _tree(component: Component) -> list[Any]:
+        """The component's process and every descendant (whatever their process group)."""
+        import psutil
+
+        try:
+            root = psutil.Process(component.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    @staticmethod
+    def _kill_all(processes: list[Any]) -> None:
+        import psutil
+
+        for process in processes:
+            with suppress(psutil.Error):
+                process.kill()
 
     def relaunch(self, name: str) -> Component:
         """Start a new process for a component that was killed or died (what ``restart: always`` does)."""
@@ -350,6 +377,7 @@ class AirflowCluster:
 
     def stop(self, grace: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every process group, SIGKILL what is still there after ``grace`` s; exit codes by name."""
+        trees = [self._tree(component) for component in self.components]
         for component in self.components:
             self._signal_group(component, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -362,6 +390,9 @@ class AirflowCluster:
             with suppress(subprocess.TimeoutExpired):
                 component.process.wait(timeout=10)
             component._log.close()
+        # Task processes run in process groups of their own: nothing may outlive the cluster.
+        for tree in trees:
+            self._kill_all(tree)
         self._forget_queue()
         return {c.name: c.process.returncode for c in self.components}
 
