@@ -219,9 +219,10 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
                 cluster.migrate()
                 cluster.start()
                 cluster.wait_ready([dag_id(key) for key in ENTRIES])
+                # Backfill runs of a paused DAG stay queued in Airflow 3.3: every DAG is unpaused (the
+                # daily one then also runs once for its latest interval, which adds its group's users).
                 for key in ENTRIES:
-                    if key != "backfill":
-                        cluster.unpause(dag_id(key))
+                    cluster.unpause(dag_id(key))
                 print(f"\nfault deployment ready in {time.monotonic() - started:.0f} s ({root})")
                 yield Faults(cluster, box, postgres, redis)
             finally:
