@@ -198,3 +198,16 @@ def test_every_variable_the_file_reads_is_documented(raw_text: str) -> None:
     assert {"AZURE_CLIENT_ID", "GRAPH_CLIENT_SECRET", "AIRFLOW__API_AUTH__JWT_SECRET"} <= variables
     missing = sorted(v for v in variables if f"`{v}`" not in section)
     assert missing == []
+
+
+def test_the_broker_keeps_queued_tasks_over_a_restart(compose: dict[str, Any]) -> None:
+    """tests/e2e/test_faults.py: without persistence a Redis restart loses queued tasks until
+    task_queued_timeout; the append-only file (fsync per write) on a named volume keeps them."""
+    redis = compose["services"]["redis"]
+    command = list(redis["command"])
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options == {"--appendonly": "yes", "--appendfsync": "always"}
+    (volume,) = redis["volumes"]
+    name, path = str(volume).split(":")
+    assert path == "/data" and name in compose["volumes"]
