@@ -54,6 +54,7 @@ MAX_YAML_ALIASES = 100
 DEFAULT_WORKSPACE_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_workspace_hosts"].default
 DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_key_vault_hosts"].default
 DEFAULT_ACCOUNT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_account_hosts"].default
+DEFAULT_XCOM_RETENTION_DAYS: int | None = SETTINGS_FIELDS["xcom_retention_days"].default
 
 #: ``adb-<workspace id>.<n>.azuredatabricks.net``: the workspace id is in the host name.
 _WORKSPACE_ID_IN_HOST = re.compile(r"^adb-(?P<id>[0-9]{1,20})\.[0-9]+\.")
@@ -157,11 +158,13 @@ class WorkspaceConfig:
 
 @dataclass(frozen=True)
 class Settings:
-    """File-wide settings: which hosts the job may talk to."""
+    """File-wide settings: which hosts the job may talk to, how long runs' large XComs are kept."""
 
     allowed_workspace_hosts: tuple[str, ...] = DEFAULT_WORKSPACE_HOSTS
     allowed_key_vault_hosts: tuple[str, ...] = DEFAULT_KEY_VAULT_HOSTS
     allowed_account_hosts: tuple[str, ...] = DEFAULT_ACCOUNT_HOSTS
+    #: ``0`` or ``None``: off (see :mod:`entra_provisioning.retention`).
+    xcom_retention_days: int | None = DEFAULT_XCOM_RETENTION_DAYS
 
 
 @dataclass(frozen=True)

@@ -514,5 +514,16 @@ SETTINGS_FIELDS: Mapping[str, Field] = {
             pattern=_HOST_PATTERN,
             pattern_hint="a host or *.suffix",
         ),
+        Field(
+            "xcom_retention_days",
+            Kind.INTEGER,
+            "days a run's large XComs (the members record, the run summary: `return_value`) are kept. Each "
+            "run's `report` deletes those of its own DAG's older runs, but never the latest 3 runs' nor any "
+            "`counts` XCom (the overview page, alerts and metrics read those). `0` or `null` turns it off. "
+            "See [Keeping the metadata database small](operations.md#keeping-the-metadata-database-small)",
+            default=30,
+            nullable=True,
+            minimum=0,
+        ),
     )
 }

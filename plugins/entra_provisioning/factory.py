@@ -13,7 +13,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entra_provisioning.config import ConfigReport, ProvisioningConfig, WorkspaceConfig, load_config_report
+from entra_provisioning.config import (
+    ConfigReport,
+    ProvisioningConfig,
+    Settings,
+    WorkspaceConfig,
+    load_config_report,
+)
 from entra_provisioning.reporting import users_added_alias
 
 if TYPE_CHECKING:
@@ -127,9 +133,11 @@ Trigger with **dry_run** on to see what would be added without writing anything.
 """
 
 
-def build_dag(ws: WorkspaceConfig) -> DAG:
-    """Build the provisioning DAG for one workspace entry."""
+def build_dag(ws: WorkspaceConfig, settings: Settings | None = None) -> DAG:
+    """Build the provisioning DAG for one workspace entry (``settings``: the file's, for XCom retention)."""
     from airflow.sdk import DAG, Param, task
+
+    retention_days = (settings or Settings()).xcom_retention_days
 
     params = {
         "dry_run": Param(
@@ -200,7 +208,7 @@ def build_dag(ws: WorkspaceConfig) -> DAG:
 
             from entra_provisioning import reporting
 
-            return reporting.report(ws, get_current_context())
+            return reporting.report(ws, get_current_context(), xcom_retention_days=retention_days)
 
         token_facts = fetch_token()
         members = resolve_members()
@@ -232,7 +240,7 @@ def build_dags(config: ProvisioningConfig | None = None) -> dict[str, DAG]:
                 ", ".join(_entry_label(index, name) for index, name in report.rejected),
             )
         config = report.config
-    return {ws.dag_id: build_dag(ws) for ws in config.enabled_workspaces}
+    return {ws.dag_id: build_dag(ws, config.settings) for ws in config.enabled_workspaces}
 
 
 def check_config(path: str | Path | None = None) -> ConfigReport:

@@ -7,6 +7,8 @@ changes the run's. It reads the three counts records and, from them only:
 - emits an asset event for the workspace when the run added someone (a partially failed run included),
   through the DAG's asset alias, with the run's counts in its ``extra``;
 - sends the run's metrics (:mod:`entra_provisioning.metrics`) through Airflow's metrics facility;
+- deletes the ``return_value`` XComs of its DAG's runs older than ``settings.xcom_retention_days``
+  (:mod:`entra_provisioning.retention` chooses them; ``counts`` XComs and the latest runs stay);
 - sends the run's events as alerts when the entry has ``notify`` (:mod:`entra_provisioning.notifiers`:
   once per event per run, the token warning once a day).
 
@@ -17,10 +19,12 @@ only when they run.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from entra_provisioning import metrics, notifiers, run_state
+from entra_provisioning import metrics, notifiers, retention, run_state
 from entra_provisioning.run_events import WORK_TASKS, added_in_run, asset_extra, run_events
 from entra_provisioning.run_record import COUNTS_KEY
 
@@ -80,8 +84,14 @@ def counts_pusher(ws: WorkspaceConfig, task: str) -> Callable[[dict[str, Any]], 
     return push
 
 
-def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
-    """Read the run's counts records and act on them; return what was done (small, for XCom)."""
+def report(
+    ws: WorkspaceConfig, context: Mapping[str, Any], *, xcom_retention_days: int | None = None
+) -> dict[str, Any]:
+    """Read the run's counts records and act on them; return what was done (small, for XCom).
+
+    :param xcom_retention_days: ``settings.xcom_retention_days``: older runs' ``return_value`` XComs are
+        deleted (``0``/``None``: none are, but the run is still remembered for when it is turned on).
+    """
     ti = context["ti"]
     run_id = str(context["run_id"])
     records = {task: _pull(ti, task) for task in WORK_TASKS}
@@ -99,6 +109,7 @@ def report(ws: WorkspaceConfig, context: Mapping[str, Any]) -> dict[str, Any]:
         "asset_event": bool(added),
         "metrics": send_metrics(ws, records, run_id, retry=int(getattr(ti, "try_number", 1) or 1) > 1),
     }
+    result.update(prune_xcoms(ws, run_id, _started(context), xcom_retention_days))
     if ws.notify is not None:
         # Last: a failure to send raises (for a retry) only after everything else has been done.
         result.update(notifiers.send_alerts(ws, events, context).as_dict())
@@ -141,6 +152,74 @@ def send_metrics(
                 exc,
             )
     return len(points)
+
+
+def prune_xcoms(ws: WorkspaceConfig, run_id: str, started: datetime, days: int | None) -> dict[str, int]:
+    """Remember this run, and delete the ``return_value`` XComs of the DAG's runs past the retention age.
+
+    Through the task SDK's XCom API (the configured XCom backend's, so an object-storage backend deletes its
+    objects too): a task on a Celery worker reaches the metadata database only through the task-execution
+    API. A run whose XComs could not all be deleted stays remembered and is tried again by the next run.
+    Housekeeping never fails ``report``: a problem is logged.
+
+    :return: ``xcoms_deleted`` (``return_value`` XComs deleted) and ``runs_pruned`` (runs done with).
+    """
+    try:
+        state = run_state.load(ws.dag_id)
+        runs = retention.runs_of(
+            retention.remember(retention.runs_of(state.get("runs")), run_id, int(started.timestamp()))
+        )
+        due = retention.expired(runs, int(time.time()), days)
+        deleted, done = _delete_return_values(ws.dag_id, due)
+        if due:
+            log.info(
+                "Retention (%s day(s)): deleted %d return_value XCom(s) of %d run(s); %d run(s) to retry",
+                days,
+                deleted,
+                len(done),
+                len(due) - len(done),
+            )
+        run_state.save(ws.dag_id, {**state, "runs": retention.forget(runs, done)})
+    except Exception as exc:
+        log.warning("XCom retention skipped this run (%s: %s)", type(exc).__name__, exc)
+        return {"xcoms_deleted": 0, "runs_pruned": 0}
+    return {"xcoms_deleted": deleted, "runs_pruned": len(done)}
+
+
+def _delete_return_values(dag_id: str, run_ids: list[str]) -> tuple[int, list[str]]:
+    """Delete the ``return_value`` XComs of ``run_ids``; return how many existed and the runs done."""
+    if not run_ids:
+        return 0, []
+    from airflow.sdk.execution_time.xcom import XCom
+
+    deleted = 0
+    done: list[str] = []
+    for old in run_ids:
+        try:
+            for task in retention.PURGED_TASKS:
+                # get_all answers [] for a task that stored nothing (a failed or skipped one); get_one and
+                # delete would log "XCom not found" as an error for it.
+                if not XCom.get_all(key="return_value", dag_id=dag_id, task_id=task, run_id=old):
+                    continue
+                XCom.delete(key="return_value", task_id=task, dag_id=dag_id, run_id=old)
+                deleted += 1
+        except Exception as exc:
+            log.warning("Could not delete the XComs of run %s (%s: %s)", old, type(exc).__name__, exc)
+            continue
+        done.append(old)
+    return deleted, done
+
+
+def _started(context: Mapping[str, Any]) -> datetime:
+    """When the run started (its age counts from then); now, if the context does not say."""
+    from datetime import UTC
+
+    dag_run = context.get("dag_run")
+    for name in ("start_date", "run_after", "logical_date"):
+        value = getattr(dag_run, name, None)
+        if isinstance(value, datetime):
+            return value
+    return datetime.now(UTC)
 
 
 def _pull(ti: Any, task: str) -> dict[str, Any] | None:

@@ -41,7 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "run_events": set(),
     "metrics": set(),
     "run_state": set(),
-    "reporting": {"", "config", "metrics", "notifiers", "run_events", "run_record", "run_state"},
+    "reporting": {"", "config", "metrics", "notifiers", "retention", "run_events", "run_record", "run_state"},
+    # Which runs' return_value XComs to delete (settings.xcom_retention_days): pure, imports nothing.
+    "retention": set(),
     # Alerts: the message text is pure; notifiers is the task side (Airflow notifiers, the state Variable).
     "alerts": {"run_events"},
     "notifiers": {"", "alerts", "config", "errors", "run_events", "run_record", "run_state"},
