@@ -185,9 +185,7 @@ def test_statsd_can_be_turned_on_in_every_component(airflow_services: dict[str, 
         assert env["AIRFLOW__METRICS__STATSD_ON"] == "false", name
         assert env["AIRFLOW__METRICS__STATSD_HOST"], name
         assert 0 < int(env["AIRFLOW__METRICS__STATSD_PORT"]) < 65536, name
-    airflow = re.search(
-        r"^apache-airflow\[([\w,-]+)\]==", (REPO / "requirements.txt").read_text(), re.MULTILINE
-    )
+    airflow = re.search(r"^apache-airflow\[([\w,-]+)\]==", (REPO / "requirements.txt").read_text(), re.MULTILINE)
     assert airflow is not None and "statsd" in airflow.group(1).split(",")
 
 
