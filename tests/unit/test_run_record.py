@@ -188,7 +188,15 @@ def test_report_attaches_the_asset_event_to_the_alias_for_a_partially_failed_run
     }
     result = reporting.report(ws, context)
     # "metrics": 0, as metrics are off in the unit tests' Airflow configuration.
-    assert result == {"events": ["users_failed"], "added_in_run": 5, "asset_event": True, "metrics": 0}
+    # "xcoms_deleted"/"runs_pruned": 0, as there is no state Variable to remember runs in outside a task.
+    assert result == {
+        "events": ["users_failed"],
+        "added_in_run": 5,
+        "asset_event": True,
+        "metrics": 0,
+        "xcoms_deleted": 0,
+        "runs_pruned": 0,
+    }
     (event,) = outlets[reporting.users_added_alias(ws)].asset_alias_events
     assert event.dest_asset_key.name == "entra_provisioning__ws-0000__users"
     assert event.extra["added_in_run"] == 5 and event.extra["outcome"] == "partial"
