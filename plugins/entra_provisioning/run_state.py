@@ -10,6 +10,9 @@ This small JSON Variable (``<dag_id>__state``, visible under Admin → Variables
 - ``token_alerted_on``: the day (UTC, ISO date) the last token-expiry alert was sent;
 - ``metrics_run_id``: the latest run whose counters were sent, so a retried report does not count them
   twice.
+- ``runs``: ``[[run_id, started at, epoch seconds], …]``, the runs whose ``report`` ran and whose
+  ``return_value`` XComs are not deleted yet (:mod:`entra_provisioning.retention`; the task-execution API
+  cannot list a DAG's runs, so ``report`` keeps this list to know which XComs to delete).
 
 ``max_active_runs=1`` makes each workspace's DAG the only writer of its Variable. The decisions are pure
 functions; only :func:`load` and :func:`save` touch Airflow.

@@ -15,7 +15,10 @@ later ones build on the state the earlier ones left, as an operator's day would:
 7. a bad entry in the workspaces file: the dag-processor reports it as the config-check file's import
    error while alpha and beta stay active and runnable; a file broken as a whole makes Airflow mark them
    stale (what one bad entry used to do); fixing the file brings them back;
-8. metrics: every component sends StatsD to a listener on loopback; the ``report`` task on the Celery
+8. XCom retention: ``report`` deletes the ``return_value`` XComs of alpha's runs older than
+   ``settings.xcom_retention_days`` (backdated for the test), keeping the latest 3 runs' and every ``counts``
+   XCom; the operations page's ``airflow db clean`` commands run (as a dry run);
+9. metrics: every component sends StatsD to a listener on loopback; the ``report`` task on the Celery
    worker sent each run's metrics, and the counters add up to what the sandbox saw created.
 
 Skipped when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not reachable, unless
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -427,6 +431,78 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
         interval=2,
         context=cluster.log_tails,
     )
+
+
+def test_retention_deletes_old_return_values_and_keeps_counts(distributed: Distributed) -> None:
+    """docs/operations.md "Keeping the metadata database small" on the real deployment: ``report`` on the
+    Celery worker remembers each run in alpha's state Variable and, with the default
+    ``settings.xcom_retention_days`` (30), deletes through the task-execution API the ``return_value``
+    XComs of runs older than that, but for the latest 3, keeping every ``counts`` XCom and every run row.
+    The runs are made old by backdating their entries in the Variable (the only dates retention reads)."""
+    from entra_provisioning.run_events import WORK_TASKS
+
+    cluster = distributed.cluster
+    state_key = f"{ALPHA}__state"
+
+    def finished() -> list[str]:
+        done = [r for r in cluster.runs(ALPHA) if r["state"] in ("success", "failed")]
+        return [r["dag_run_id"] for r in sorted(done, key=lambda r: r["start_date"])]
+
+    # At least four finished runs, so that with a fifth the two oldest are past the latest three.
+    for _ in range(max(0, 4 - len(finished()))):
+        cluster.wait_run(ALPHA, cluster.trigger(ALPHA, {"dry_run": True}), timeout=RUN_TIMEOUT)
+    runs = finished()
+    state = json.loads(cluster.api("GET", f"/api/v2/variables/{state_key}")["value"])
+    remembered = [run_id for run_id, _ in state["runs"]]
+    assert remembered == runs, (remembered, runs)  # every report remembered its run, in order
+
+    old = int((datetime.now(UTC) - timedelta(days=40)).timestamp())
+    state["runs"] = [[run_id, old + i] for i, (run_id, _) in enumerate(state["runs"])]
+    cluster.api("PATCH", f"/api/v2/variables/{state_key}", {"key": state_key, "value": json.dumps(state)})
+    expired, kept = runs[:-2], runs[-2:]  # the new run and the two latest old ones stay
+
+    def xcoms(run_ids: list[str]) -> set[tuple[str, str, str]]:
+        rows = cluster.query(
+            "SELECT run_id, task_id, key FROM xcom WHERE dag_id = %s AND run_id = ANY(%s)", (ALPHA, run_ids)
+        )
+        return {(str(run_id), str(task), str(key)) for run_id, task, key in rows}
+
+    before = xcoms(runs)
+    to_delete = {row for row in before if row[0] in expired and row[2] == "return_value"}
+    assert {row[1] for row in to_delete} >= {"resolve_members", "add_missing_users", "report"}
+
+    run_id = cluster.trigger(ALPHA, {"dry_run": True})
+    cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
+    report = cluster.api(
+        "GET",
+        f"/api/v2/dags/{ALPHA}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value?deserialize=true",
+    )["value"]
+    report = json.loads(report) if isinstance(report, str) else report
+    assert report["xcoms_deleted"] == len(to_delete) and report["runs_pruned"] == len(expired), report
+
+    after = xcoms([*runs, run_id])
+    assert after == (before - to_delete) | xcoms([run_id])
+    assert not {row for row in after if row[0] in expired and row[2] != "counts"}
+    for gone in expired:  # the counts records stay, and so does the run
+        assert {task for r, task, key in after if r == gone and key == "counts"} == set(WORK_TASKS), gone
+        assert cluster.run(ALPHA, gone)["state"] in ("success", "failed")
+    for stays in (*kept, run_id):
+        assert (stays, "resolve_members", "return_value") in after, stays
+    state = json.loads(cluster.api("GET", f"/api/v2/variables/{state_key}")["value"])
+    assert [r for r, _ in state["runs"]] == [*kept, run_id]
+
+    # The operations page's `airflow db clean` commands, as a dry run against this database: they parse and
+    # run in Airflow 3.3.2, and the dry run deletes nothing.
+    ago = subprocess.run(
+        ["date", "-u", "-d", "180 days ago", "+%Y-%m-%d"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tables = "dag_run,task_instance,task_instance_history,log,job,asset_event,import_error"
+    for args in (("--tables", tables), ("--tables", "xcom", "--dag-ids", f"{ALPHA},{BETA}")):
+        cleaned = cluster.airflow(
+            "db", "clean", "--clean-before-timestamp", ago, *args, "--skip-archive", "--dry-run", "--yes"
+        )
+        assert cleaned.returncode == 0, cleaned.stdout[-3000:] + cleaned.stderr[-3000:]
+    assert xcoms([*runs, run_id]) == after
 
 
 def test_metrics_arrive_from_the_celery_worker(distributed: Distributed) -> None:
