@@ -12,6 +12,9 @@ report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A
                                          # bench/results/partial.{md,json}; --quick/--smoke sizes apply
     python -m bench.run --only o         # (o) only: the overview page's data, 200 workspaces x 1,000
                                          # runs; written to bench/results/overview.{md,json}
+    python -m bench.run --only x         # (x) only: bytes per run of the members record, ours against
+                                         # plain JSON (and in PostgreSQL when it is reachable); written
+                                         # to bench/results/xcom.{md,json}
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
@@ -42,6 +45,10 @@ DOCS_TEMPLATE = Path(__file__).resolve().parent / "benchmarks_template.md"
 DOCS_PAGE = REPO / "docs" / "benchmarks.md"
 #: A full-size run of (o) alone (``--only o``), quoted by the page until a full run measures (o).
 OVERVIEW_RESULTS = RESULTS / "overview.json"
+#: A full-size run of (x) alone (``--only x``), quoted by the page until a full run measures (x).
+XCOM_RESULTS = RESULTS / "xcom.json"
+#: (x) bytes per run: the member counts measured, by mode.
+XCOM_SIZES = {"smoke": (100, 1000), "quick": (1000, 100_000), "full": (1000, 100_000)}
 
 #: Injected on every request to every system: 15 ms + uniform 0-10 ms, i.e. 20 ms on average.
 LATENCY_MS = 15.0
@@ -1119,6 +1126,8 @@ def report(results: dict[str, Any]) -> str:
             )
     if results.get("overview"):
         lines += ["", _overview_line(results["overview"])]
+    if results.get("xcom_size"):
+        lines += ["", _xcom_line(results["xcom_size"])]
     tlist = results.get("targets", [])
     if tlist:
         lines += ["", "| target | figure | result |", "|---|---|---|"]
@@ -1184,6 +1193,7 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "account_figures": _account_figures(by),
         "groups_figures": _groups_figures(by),
         "overview_figures": _overview_figures(results),
+        "xcom_figures": _xcom_figures(results),
     }
 
 
@@ -1271,6 +1281,61 @@ def render_only(source: Path, out_dir: Path = RESULTS, page: Path = DOCS_PAGE) -
     return results
 
 
+# ------------------------------------------------------------------------------ (x) bytes per run
+
+
+def xcom_size(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    """(x): ``bench/xcom_size.py`` in a fresh process; PostgreSQL too, except in the smoke run."""
+    args = ["-m", "bench.xcom_size", "--members", *(str(n) for n in XCOM_SIZES[mode])]
+    return _run_json([*args, *(() if mode == "smoke" else ("--pg",))], env)
+
+
+def _xcom_cells(x: dict[str, Any]) -> list[str]:
+    cells = []
+    for row in x["rows"]:
+        cell = (
+            f"{row['members']:,} members: {row['ours_bytes']:,} B ({row['ours_per_member']:g} B/member) against "
+            f"{row['naive_bytes']:,} B plain ({row['naive_per_member']:g} B/member), {row['ratio']:g}x smaller"
+        )
+        if "ours_pg_bytes" in row:
+            cell += (
+                f"; in PostgreSQL JSONB {row['ours_pg_bytes']:,} B against {row['naive_pg_bytes']:,} B "
+                f"({row['naive_pg_bytes'] / row['ours_pg_bytes']:.2f}x: TOAST compresses the plain one too)"
+            )
+        cells.append(cell)
+    return cells
+
+
+def _xcom_line(x: dict[str, Any]) -> str:
+    pg = (
+        ""
+        if x.get("pg") and "pg_error" not in x
+        else f" (PostgreSQL not measured: {x.get('pg_error', 'off')})"
+    )
+    return (
+        "(x) Bytes per run of the members record (`resolve_members`' return_value XCom), ours (compressed, "
+        "version 3) against plain JSON (version 2): " + "; ".join(_xcom_cells(x)) + "." + pg
+    )
+
+
+def _xcom_figures(results: dict[str, Any]) -> str:
+    """The benchmarks page's sentence on (x); a run from before it existed quotes ``--only x``."""
+    x = results.get("xcom_size")
+    source = ""
+    if not x and XCOM_RESULTS.exists():
+        alone = json.loads(XCOM_RESULTS.read_text())
+        x = alone["xcom_size"]
+        source = (
+            f" Not in this run (the row was added after it): these figures are from `--only x` of "
+            f"{alone.get('date', 'an earlier date')} (`bench/results/xcom.md`)."
+        )
+    if not x:
+        return (
+            "Not in this run: the row was added after it. `python -m bench.run --only x` measures it alone."
+        )
+    return "; ".join(_xcom_cells(x)) + "." + source
+
+
 # ------------------------------------------------------------------------------ (o) the overview page
 
 
@@ -1323,6 +1388,9 @@ def run(
         if only is None or "o" in only:
             print("[bench] (o) overview page data ...", file=sys.stderr, flush=True)
             results["overview"] = overview(mode, env)
+        if only is None or "x" in only:
+            print("[bench] (x) bytes per run ...", file=sys.stderr, flush=True)
+            results["xcom_size"] = xcom_size(mode, env)
     memory: dict[str, Any] = {}
     for r in results["scenarios"]:
         if r["scenario"] in ("a", "d"):
@@ -1355,6 +1423,8 @@ def run(
         name = "partial" if only is not None else mode
         if only == {"o"} and mode == "full":
             name = "overview"
+        if only == {"x"} and mode == "full":
+            name = "xcom"
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
         (out_dir / f"{name}.md").write_text(text + "\n")
@@ -1383,7 +1453,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: {key.strip() for key in text.split(",") if key.strip()},
         metavar="KEYS",
         help="run only these scenarios (comma-separated keys, e.g. f,g; add 'parse' for the parse "
-        "comparison, 'o' for the overview page's data); the report goes to bench/results/partial.md and "
+        "comparison, 'o' for the overview page's data, 'x' for bytes per run); the report goes to bench/results/partial.md and "
         "the benchmarks page is not written",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
@@ -1401,7 +1471,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     # The smoke run stays in one process (it is short); the others time each run in a fresh process.
     if args.only is not None:
-        known = {sc.key for sc in scenarios(mode)} | {"parse", "o"}
+        known = {sc.key for sc in scenarios(mode)} | {"parse", "o", "x"}
         if args.only - known:
             parser.error(f"--only: unknown keys {sorted(args.only - known)} (known: {sorted(known)})")
     results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke, only=args.only)

@@ -256,3 +256,15 @@ def test_overview_page_data_row(results) -> None:
     assert len(o["run_seconds"]) == o["repeats"] == 3 and o["seconds"] in o["run_seconds"]
     assert 0 < o["seconds"] < 60 and 0 < o["naive_seconds"] < 120
     assert "(o) Overview page data" in results["report"]
+
+
+def test_bytes_per_run_row(results) -> None:
+    """(x) at smoke size: the compressed members record is smaller than the plain one and reads back (the
+    module asserts the round trip); no PostgreSQL in the smoke run."""
+    x = results["xcom_size"]
+    assert [row["members"] for row in x["rows"]] == [100, 1000]
+    for row in x["rows"]:
+        assert 0 < row["ours_bytes"] < row["naive_bytes"] / 1.5, row
+        assert row["naive_per_member"] > 60, row  # object id, userName, display name, groups: not empty
+    assert x["pg"] is False and "ours_pg_bytes" not in x["rows"][0]
+    assert "(x) Bytes per run of the members record" in results["report"]
