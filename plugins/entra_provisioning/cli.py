@@ -9,16 +9,21 @@ an import error).
 generated from the one field table (``config_fields.py``); ``schema --write FILE --docs
 docs/configuration.md`` (``make schema``) rewrites the committed copies, ``--check`` only reports whether
 they are current.
+``pool --create [FILE]`` creates (or updates) the Airflow pool named by ``settings.graph_pool`` with
+``settings.graph_pool_slots`` through Airflow's own CLI (``airflow pools set``; it needs the metadata
+database, so it runs where ``airflow db migrate`` does: ``airflow-init``, ``make ui``); ``pool`` alone only
+checks that it exists and exits 1 if not, because Airflow never schedules a task whose pool is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from entra_provisioning.config import ConfigError, load_config_report
+from entra_provisioning.config import ConfigError, Settings, load_config_report
 from entra_provisioning.factory import config_path
 
 
@@ -51,7 +56,54 @@ def _validate(paths: Sequence[str], allow_bad_entries: bool = False) -> int:
                 f"  {ws.dag_id}  {ws.databricks_instance}  schedule={ws.schedule or 'manual'}"
                 f"  groups={len(ws.entra_groups)}{state}"
             )
+        if config.settings.graph_pool:
+            print(f"  {_pool_note(config.settings)}")
     return status
+
+
+def _pool_note(settings: Settings) -> str:
+    return (
+        f"resolve_members runs in the Airflow pool {settings.graph_pool!r} ({settings.graph_pool_slots} "
+        "slot(s)): it must exist, or Airflow never schedules the task (the scheduler log only says "
+        '"Tasks using non-existent pool"). Create it with: python -m entra_provisioning pool --create'
+    )
+
+
+#: What ``pool --create`` writes as the pool's description in Airflow.
+POOL_DESCRIPTION = "Entra provisioning: resolve_members (Microsoft Graph reads), from settings.graph_pool"
+
+
+def _airflow(*args: str) -> subprocess.CompletedProcess[str]:
+    """Airflow's own CLI, in this interpreter's environment (the same AIRFLOW_HOME and database)."""
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *args], capture_output=True, text=True, check=False
+    )
+
+
+def _pool(path: str | None, create: bool) -> int:
+    shown = path or str(config_path())
+    try:
+        settings = load_config_report(shown).config.settings
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if not settings.graph_pool:
+        print(f"{shown}: settings.graph_pool is not set: resolve_members runs in Airflow's default pool")
+        return 0
+    name, slots = settings.graph_pool, settings.graph_pool_slots
+    if create:
+        done = _airflow("pools", "set", name, str(slots), POOL_DESCRIPTION)
+        if done.returncode != 0:
+            print(f"airflow pools set {name} failed:\n{done.stdout}{done.stderr}", file=sys.stderr)
+            return 1
+        print(f"pool {name!r}: {slots} slot(s) (created or updated)")
+        return 0
+    found = _airflow("pools", "get", name, "--output", "plain")
+    if found.returncode != 0:
+        print(f"pool {name!r} does not exist. {_pool_note(settings)}", file=sys.stderr)
+        return 1
+    print(f"pool {name!r} exists:\n{found.stdout.strip()}")
+    return 0
 
 
 def _schema(schema_file: str | None, docs: str | None, check: bool) -> int:
@@ -98,6 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a Markdown page whose generated tables to rewrite (docs/configuration.md)",
     )
     schema.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is stale")
+    pool = commands.add_parser(
+        "pool", help="check (or --create) the Airflow pool of settings.graph_pool; exit 1 if it is missing"
+    )
+    pool.add_argument("file", nargs="?", help="the workspaces file (default: the file the DAGs read)")
+    pool.add_argument(
+        "--create",
+        action="store_true",
+        help="create or update the pool with settings.graph_pool_slots (airflow pools set)",
+    )
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args.files, args.allow_bad_entries)
@@ -108,5 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "schema":
         return _schema(args.write, args.docs, args.check)
+    if args.command == "pool":
+        return _pool(args.file, args.create)
     parser.error(f"unknown command {args.command}")
     return 2

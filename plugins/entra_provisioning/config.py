@@ -55,6 +55,7 @@ DEFAULT_WORKSPACE_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_workspace_ho
 DEFAULT_KEY_VAULT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_key_vault_hosts"].default
 DEFAULT_ACCOUNT_HOSTS: tuple[str, ...] = SETTINGS_FIELDS["allowed_account_hosts"].default
 DEFAULT_XCOM_RETENTION_DAYS: int | None = SETTINGS_FIELDS["xcom_retention_days"].default
+DEFAULT_GRAPH_POOL_SLOTS: int = SETTINGS_FIELDS["graph_pool_slots"].default
 
 #: ``adb-<workspace id>.<n>.azuredatabricks.net``: the workspace id is in the host name.
 _WORKSPACE_ID_IN_HOST = re.compile(r"^adb-(?P<id>[0-9]{1,20})\.[0-9]+\.")
@@ -158,13 +159,16 @@ class WorkspaceConfig:
 
 @dataclass(frozen=True)
 class Settings:
-    """File-wide settings: which hosts the job may talk to, how long runs' large XComs are kept."""
+    """File-wide settings: which hosts the job may talk to, how long runs' large XComs are kept, and the
+    Airflow pool of the Graph reads."""
 
     allowed_workspace_hosts: tuple[str, ...] = DEFAULT_WORKSPACE_HOSTS
     allowed_key_vault_hosts: tuple[str, ...] = DEFAULT_KEY_VAULT_HOSTS
     allowed_account_hosts: tuple[str, ...] = DEFAULT_ACCOUNT_HOSTS
     #: ``0`` or ``None``: off (see :mod:`entra_provisioning.retention`).
     xcom_retention_days: int | None = DEFAULT_XCOM_RETENTION_DAYS
+    graph_pool: str | None = None
+    graph_pool_slots: int = DEFAULT_GRAPH_POOL_SLOTS
 
 
 @dataclass(frozen=True)
@@ -692,6 +696,8 @@ def _settings(raw: Any, problems: list[Problem]) -> Settings:
         checked = _validate(spec, value, f"settings.{key}", out, ctx)
         if checked is not _INVALID:
             values[key] = checked
+    if "graph_pool_slots" in values and values.get("graph_pool") is None:
+        out.add("settings.graph_pool_slots", "is only used with settings.graph_pool (the pool's name)")
     return Settings(**values)
 
 

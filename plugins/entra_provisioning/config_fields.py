@@ -525,5 +525,26 @@ SETTINGS_FIELDS: Mapping[str, Field] = {
             nullable=True,
             minimum=0,
         ),
+        Field(
+            "graph_pool",
+            Kind.TEXT,
+            "an Airflow pool every workspace's `resolve_members` runs in, bounding how many workspaces read "
+            "Microsoft Graph at once (they share one Graph budget per tenant). It bounds concurrency, not "
+            "requests per 10 s. Create it with `python -m entra_provisioning pool --create` (`airflow-init` "
+            "and `make ui` do); a task in a missing pool is never scheduled. `null`: Airflow's default pool",
+            default=None,
+            nullable=True,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$",
+            pattern_hint="a pool name: letters, digits, '_', '.' or '-' (≤ 256)",
+            shape="pool name, or `null`",
+        ),
+        Field(
+            "graph_pool_slots",
+            Kind.INTEGER,
+            "the slots `pool --create` gives `graph_pool`: how many workspaces resolve their groups at once",
+            default=4,
+            minimum=1,
+            maximum=1024,
+        ),
     )
 }

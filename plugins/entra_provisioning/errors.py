@@ -74,3 +74,9 @@ class ErrorTable:
         if status in self.by_status:
             return self.by_status[status]
         return self.server_error if status >= 500 else self.client_error
+
+
+class ConfigChangedError(PermanentError):
+    """The workspace entry a task parsed is not the one ``fetch_token`` ran with: the file was edited while
+    the run was in flight. A retry would parse the new version again and still differ from the recorded
+    one, so the run stops before any write; the next run uses the new version throughout."""

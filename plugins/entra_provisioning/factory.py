@@ -134,10 +134,16 @@ Trigger with **dry_run** on to see what would be added without writing anything.
 
 
 def build_dag(ws: WorkspaceConfig, settings: Settings | None = None) -> DAG:
-    """Build the provisioning DAG for one workspace entry (``settings``: the file's, for XCom retention)."""
+    """Build the provisioning DAG for one workspace entry.
+
+    :param settings: the file's: XCom retention, and the Airflow pool ``resolve_members`` runs in
+        (``graph_pool``; ``None``: Airflow's default pool).
+    """
     from airflow.sdk import DAG, Param, task
 
-    retention_days = (settings or Settings()).xcom_retention_days
+    settings = settings or Settings()
+    retention_days = settings.xcom_retention_days
+    graph_pool = settings.graph_pool
 
     params = {
         "dry_run": Param(
@@ -180,12 +186,15 @@ def build_dag(ws: WorkspaceConfig, settings: Settings | None = None) -> DAG:
             push = reporting.counts_pusher(ws, "fetch_token")
             return tasks.recorded("fetch_token", lambda counts: tasks.fetch_token(ws, counts), push)
 
-        @task(task_id="resolve_members", multiple_outputs=False)
-        def resolve_members() -> dict[str, Any]:
+        # graph_pool (settings) bounds how many workspaces read Graph at once; None: Airflow's default pool.
+        @task(task_id="resolve_members", multiple_outputs=False, pool=graph_pool)
+        def resolve_members(token_facts: dict[str, Any]) -> dict[str, Any]:
             from entra_provisioning import reporting, tasks
 
             push = reporting.counts_pusher(ws, "resolve_members")
-            return tasks.recorded("resolve_members", lambda counts: tasks.resolve_members(ws, counts), push)
+            return tasks.recorded(
+                "resolve_members", lambda counts: tasks.resolve_members(ws, counts, token_facts), push
+            )
 
         @task(task_id="add_missing_users", multiple_outputs=False)
         def add_missing_users(
@@ -210,10 +219,10 @@ def build_dag(ws: WorkspaceConfig, settings: Settings | None = None) -> DAG:
 
             return reporting.report(ws, get_current_context(), xcom_retention_days=retention_days)
 
+        # resolve_members takes fetch_token's facts: a bad token fails the run before it spends Graph quota on
+        # member lists, and the facts carry the entry's fingerprint, which the later tasks check.
         token_facts = fetch_token()
-        members = resolve_members()
-        # A bad token should fail the run before it spends Graph quota on member lists.
-        token_facts >> members
+        members = resolve_members(token_facts)  # type: ignore[arg-type]
         # The decorator hands the upstream XCom values over at run time; mypy sees only the XComArgs.
         added = add_missing_users(token_facts, members)  # type: ignore[arg-type]
         added >> report().as_teardown()

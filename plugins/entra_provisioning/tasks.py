@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 from entra_provisioning import group_sync
 from entra_provisioning.config import WorkspaceConfig
 from entra_provisioning.errors import PermanentError, TransientError
+from entra_provisioning.fingerprint import FINGERPRINT_KEY, check_unchanged, config_fingerprint
 from entra_provisioning.plan import (
     AccountPlan,
     Plan,
@@ -212,6 +213,7 @@ def _fetch_connection_token(ws: WorkspaceConfig) -> dict[str, Any]:
         "databricks_conn_id": ws.databricks_conn_id,
         "target": ws.target,
         "workspace": ws.databricks_instance,
+        FINGERPRINT_KEY: config_fingerprint(ws),
     }
     with _scim_hook(ws, token) as scim:
         if ws.is_account:
@@ -238,7 +240,8 @@ def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict
     """Obtain the token, check it is usable and belongs to an admin; return facts, not the token.
 
     With a PAT, that is a Key Vault read and the workspace's ``/Me``; with a Databricks connection, a token
-    from the connection's identity and, in account mode, a read of the account's users.
+    from the connection's identity and, in account mode, a read of the account's users. The facts include the
+    entry's :func:`~entra_provisioning.fingerprint.config_fingerprint`, which the later tasks of the run check.
     """
     counts = counts or CountsRecord("fetch_token")
     counts.update(token_expires_in_days=None, token_expires_on=None)
@@ -261,6 +264,7 @@ def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict
         admin = scim.check_admin()
     result["admin_user_name"] = admin
     result["workspace"] = ws.databricks_instance
+    result[FINGERPRINT_KEY] = config_fingerprint(ws)
     log.info(
         "Token from secret %s (version %s) authenticates to %s as workspace admin %s",
         facts.name,
@@ -271,11 +275,29 @@ def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict
     return result
 
 
+def _same_entry(ws: WorkspaceConfig, token_facts: dict[str, Any], task: str) -> None:
+    """Refuse to go on with another version of the entry than ``fetch_token``'s (before any I/O)."""
+    if check_unchanged(ws, token_facts, task) is None:
+        log.warning(
+            "fetch_token recorded no config fingerprint (it ran under an older version of this package): "
+            "%s cannot check that the workspace entry is unchanged",
+            task,
+        )
+
+
 @task_errors
-def resolve_members(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict[str, Any]:
-    """List the configured groups' transitive members and map them to Databricks userNames."""
+def resolve_members(
+    ws: WorkspaceConfig, counts: CountsRecord | None = None, token_facts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """List the configured groups' transitive members and map them to Databricks userNames.
+
+    :param token_facts: ``fetch_token``'s result; when given (the DAG always gives it), the entry must be
+        the version ``fetch_token`` ran with, or the task fails before calling Graph.
+    """
     from entra_provisioning.hooks.entra import EntraGroupsHook
 
+    if token_facts is not None:
+        _same_entry(ws, token_facts, "resolve_members")
     counts = counts or CountsRecord("resolve_members")
     hook = EntraGroupsHook(msgraph_conn_id=ws.msgraph_conn_id)
     try:
@@ -319,8 +341,11 @@ def add_missing_users(
     """Create the members the workspace lacks (add-only) and return the run summary.
 
     ``counts`` (the attempt's counts record) learns the plan's counts before the guard and any write, so
-    a guard stop or a failure part-way is recorded with what was known.
+    a guard stop or a failure part-way is recorded with what was known. Before anything else, the entry
+    must be the version ``fetch_token`` ran with (``token_facts``' fingerprint), so that one run never
+    writes with one version's options what it resolved from another version's groups.
     """
+    _same_entry(ws, token_facts, "add_missing_users")
     counts = counts or CountsRecord("add_missing_users")
     dry_run = bool(params.get("dry_run", False))
     override = params.get("max_new_users_per_run")

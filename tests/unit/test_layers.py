@@ -29,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "config_fields": {"identities", "run_events"},
     "config": {"config_fields", "errors", "identities", "urls"},
     "config_schema": {"config", "config_fields"},
+    # One run, one version of its entry: the fingerprint of a loaded entry (pure), and the error it raises.
+    "fingerprint": {"config", "errors"},
     "plan": {"errors", "identities"},
     "groups_plan": {"errors", "identities", "plan"},
     # The task layer's helper for service principals and mirrored groups: it drives a hook it is given.
