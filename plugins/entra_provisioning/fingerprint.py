@@ -29,8 +29,7 @@ FINGERPRINT_KEY = "config_fingerprint"
 
 #: Fields left out of the fingerprint, each with why a change of it mid-run cannot mix two versions.
 FINGERPRINT_IGNORES: Mapping[str, str] = {
-    "schedule": "when runs start, not what one writes",
-    "runs_per_day": "when runs start (resolved into schedule)",
+    "schedule": "when runs start, not what one writes (runs_per_day is resolved into it)",
     "enabled": "a disabled entry has no DAG, so no task of it starts",
     "owner": "shown in the UI only",
     "tags": "shown in the UI only",

@@ -287,3 +287,36 @@ print(json.dumps({{"dags": len(dags), "modules": sorted(sys.modules)}}))
     assert result["dags"] == 45
     heavy = [m for m in result["modules"] if any(m == p or m.startswith(p + ".") for p in HEAVY_PACKAGES)]
     assert heavy == []
+
+
+def test_resolve_members_takes_fetch_tokens_facts() -> None:
+    """fetch_token's result (with the entry's fingerprint) is resolve_members' input, so it can check it."""
+    (ws,) = parse_config(generated_config(1)).workspaces
+    dag = build_dag(ws)
+    resolve = dag.task_dict["resolve_members"]
+    assert resolve.upstream_task_ids == {"fetch_token"}
+    (arg,) = resolve.op_args
+    assert arg.operator.task_id == "fetch_token" and arg.key == "return_value"
+
+
+def test_graph_pool_only_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    document = yaml.safe_load(generated_config(2))
+    plain = build_dags(parse_config(yaml.safe_dump(document)))
+    assert {task.pool for dag in plain.values() for task in dag.tasks} == {"default_pool"}
+
+    document["settings"] = {"graph_pool": "entra_graph", "graph_pool_slots": 3}
+    config_file = tmp_path / "ws.yaml"
+    config_file.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(config_file))
+    pooled = build_dags()  # the DAG file's way: the file named by the environment
+    assert pooled.keys() == plain.keys()
+    for dag in pooled.values():
+        pools = {task.task_id: task.pool for task in dag.tasks}
+        # Only the Graph reads are bounded; the token check, the writes and the report are not held back.
+        assert pools == {
+            "fetch_token": "default_pool",
+            "resolve_members": "entra_graph",
+            "add_missing_users": "default_pool",
+            "report": "default_pool",
+        }
+        assert dag.task_dict["resolve_members"].pool_slots == 1
