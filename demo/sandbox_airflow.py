@@ -126,8 +126,10 @@ def workspaces_yaml(
     endpoints: Mapping[str, Any],
     workspaces: Sequence[DemoWorkspace] = DEMO_WORKSPACES,
     defaults: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> str:
-    """A workspaces file for the sandbox: loopback hosts are allow-listed explicitly."""
+    """A workspaces file for the sandbox: loopback hosts are allow-listed explicitly; ``settings`` adds to
+    the file's ``settings:`` (``graph_pool``, for instance)."""
     entries = []
     for ws in workspaces:
         sandbox_ws = endpoints["workspaces"][ws.sandbox_workspace]
@@ -155,6 +157,7 @@ def workspaces_yaml(
             "allowed_workspace_hosts": ["127.0.0.1"],
             "allowed_key_vault_hosts": ["127.0.0.1"],
             "allowed_account_hosts": ["127.0.0.1"],
+            **dict(settings or {}),
         },
         "defaults": {
             "schedule": None,

@@ -28,6 +28,8 @@ from entra_provisioning.config import DAG_ID_PREFIX
 
 WORK = REPO / ".tmp" / "ui"
 ADMIN_USER = "admin"
+#: The demo's Graph pool (settings.graph_pool): every resolve_members runs in it, two workspaces at a time.
+GRAPH_POOL = {"graph_pool": "entra_graph", "graph_pool_slots": 2}
 
 
 def standalone_env(
@@ -52,6 +54,19 @@ def standalone_env(
         }
     )
     return env
+
+
+def create_graph_pool(env: dict[str, str], config_file: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m entra_provisioning pool --create`` for the demo's file, in Airflow's environment (as
+    docker-compose's airflow-init does): a task whose pool is missing would never be scheduled."""
+    return subprocess.run(
+        [sys.executable, "-m", "entra_provisioning", "pool", "--create", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("Starting the sandbox (Entra ID, Key Vault, Graph, Databricks SCIM on 127.0.0.1) …")
     with SandboxProcess(WORK / "sandbox") as box:
-        config_file.write_text(workspaces_yaml(box.endpoints))
+        config_file.write_text(workspaces_yaml(box.endpoints, settings=GRAPH_POOL))
         env = standalone_env(box.endpoints, airflow_home, config_file, args.port, password_file)
         print(f"Starting airflow standalone (home {airflow_home}, log {log_file}) …")
         with log_file.open("wb") as log:
@@ -127,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Airflow did not become ready; the end of {log_file}:", file=sys.stderr)
                 print(log_file.read_text(errors="replace")[-4000:], file=sys.stderr)
                 return 1
+            # Once standalone has migrated the database; the demo DAGs run only when triggered.
+            pool = create_graph_pool(env, config_file)
+            if pool.returncode != 0:
+                print(f"Could not create the Graph pool:\n{pool.stdout}{pool.stderr}", file=sys.stderr)
+                return 1
+            print(pool.stdout.strip())
             dags = ", ".join(f"{DAG_ID_PREFIX}{ws.name}" for ws in DEMO_WORKSPACES)
             print(
                 f"\nAirflow is ready: http://127.0.0.1:{args.port}\n"

@@ -211,3 +211,21 @@ def test_the_broker_keeps_queued_tasks_over_a_restart(compose: dict[str, Any]) -
     (volume,) = redis["volumes"]
     name, path = str(volume).split(":")
     assert path == "/data" and name in compose["volumes"]
+
+
+def test_init_creates_the_graph_pool_after_the_migration(
+    airflow_services: dict[str, dict[str, Any]],
+) -> None:
+    """``pool --create`` needs the migrated database (``airflow version`` through the entrypoint migrates) and
+    must run before the scheduler starts, which waits for airflow-init to complete."""
+    script = _command(airflow_services["airflow-init"])[-1]
+    lines = [line.strip() for line in script.splitlines()]
+    migrate = next(i for i, line in enumerate(lines) if line == "/entrypoint airflow version")
+    create = next(i for i, line in enumerate(lines) if "-m entra_provisioning pool --create" in line)
+    assert create > migrate
+    configured = airflow_services["airflow-init"]["environment"][factory.CONFIG_ENV_VAR]
+    assert lines[create].endswith(f"pool --create {configured} || exit 1")
+    # The call itself must not migrate again or re-create the login: both are off on its line.
+    assert lines[create - 1].startswith("_AIRFLOW_DB_MIGRATE= _AIRFLOW_WWW_USER_CREATE=")
+    depends = airflow_services["airflow-scheduler"]["depends_on"]["airflow-init"]
+    assert depends == {"condition": "service_completed_successfully"}
