@@ -92,7 +92,11 @@ def measure(box: Any) -> tuple[dict[str, Counter[str]], dict[tuple[str, ...], Co
 
     per_group = {g: run((g,)) for g in [f"Shared-{k}" for k in range(len(SHARED_SIZES))]}
     per_group.update({f"Team-{t}": run((f"Team-{t}",)) for t in range(OWN_MEASURED)})
-    samples = (("Shared-0", "Shared-5", "Team-0"), ("Shared-1", "Shared-2", "Team-1"), ("Shared-3", "Team-2"))
+    samples: tuple[tuple[str, ...], ...] = (
+        ("Shared-0", "Shared-5", "Team-0"),
+        ("Shared-1", "Shared-2", "Team-1"),
+        ("Shared-3", "Team-2"),
+    )
     per_workspace = {groups: run(groups) for groups in samples}
     return per_group, per_workspace
 

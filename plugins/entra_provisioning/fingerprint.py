@@ -42,6 +42,8 @@ FINGERPRINT_IGNORES: Mapping[str, str] = {
     "account_max_reads_per_second": "the pace of reads",
     "account_max_list_calls_per_minute": "the pace of list calls",
     "group_patch_batch_size": "how memberships are batched, not which",
+    "retries": "how often Airflow retries a failed task; every attempt re-reads what exists",
+    "retry_delay_seconds": "when Airflow retries a failed task",
 }
 
 #: Lists whose order does not change what is written: the union of the groups' members is the same, and

@@ -92,8 +92,19 @@ def _pythonpath() -> dict[str, str]:
         yaml_of(runs_per_day=24, tags=["finance"], owner="data-platform", description="edited"),
         yaml_of(scim_concurrency=2, scim_max_creates_per_second=1.5, secret_expiry_warning_days=30),
         yaml_of(notify={"email": "ops@example.com"}, schedule="@daily"),
+        yaml_of(retries=1, retry_delay_seconds=30),
     ],
-    ids=["key-order", "alias", "default-spelled-out", "defaults-block", "group-order", "ui", "pace", "when"],
+    ids=[
+        "key-order",
+        "alias",
+        "default-spelled-out",
+        "defaults-block",
+        "group-order",
+        "ui",
+        "pace",
+        "when",
+        "retries",
+    ],
 )
 def test_unchanged_by_what_does_not_change_what_a_run_writes(text: str) -> None:
     assert config_fingerprint(entry(text)) == config_fingerprint(BASE)
