@@ -245,6 +245,9 @@ class LoadResult:
     states: dict[str, int]
     graph_requests: int
     graph_429: int
+    #: Graph resource units spent in the busiest 10 s (a member page 4, anything else 1): the budget is
+    #: 3,500 / 5,000 / 8,000 per 10 s by tenant size.
+    graph_peak_units_per_10s: int
     scim_requests: int
     scim_429: int
     #: Creates refused for exceeding the workspace's concurrent-request limit (HTTP 500).
@@ -335,6 +338,7 @@ def run_load(
         states=dict(states),
         graph_requests=_sum(graph.values()),
         graph_429=_sum(graph.values(), "429"),
+        graph_peak_units_per_10s=graph_peak_units(control),
         scim_requests=sum(_sum(eps.values()) for eps in scim.values()),
         scim_429=sum(_sum(eps.values(), "429") for eps in scim.values()),
         scim_concurrency_refusals=sum(_sum(eps.values(), "500") for eps in scim.values()),
@@ -380,6 +384,27 @@ def verify_workspaces(
         "creates_409": conflicts,
         "members_expected": expected_total,
     }
+
+
+#: Graph's cost per request of an endpoint (resource units), others 1: ``transitiveMembers`` costs 5,
+#: less 1 for ``$select``, which the Graph hook always sends.
+GRAPH_UNITS = {"graph.groups.transitiveMembers": 4}
+
+
+def graph_peak_units(control: ControlClient, window: float = 10.0) -> int:
+    """The most Graph resource units spent in any ``window`` seconds of the sandbox's log."""
+    entries = sorted(
+        (float(e["ts"]), GRAPH_UNITS.get(str(e["endpoint"]), 1))
+        for e in control.log(system="graph", limit=100_000)
+    )
+    peak = spent = start = 0
+    for ts, units in entries:
+        spent += units
+        while entries[start][0] <= ts - window:
+            spent -= entries[start][1]
+            start += 1
+        peak = max(peak, spent)
+    return peak
 
 
 def _sum(statuses: Iterable[Mapping[str, int]], status: str | None = None) -> int:
