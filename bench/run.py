@@ -4,7 +4,7 @@ Prints one report (Markdown) with every figure beside its target and pass/fail, 
 report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A full run also writes
 ``docs/benchmarks.md``: ``bench/benchmarks_template.md`` with the run's figures filled in.
 
-    python -m bench.run                  # the full run (about 15 minutes on 2 shared cores)
+    python -m bench.run                  # the full run (about 40 minutes on 2 shared cores, (t) 25 of them)
     python -m bench.run --quick          # the baseline sampled in (a) too (about 5 minutes)
     python -m bench.run --smoke          # tiny sizes, no targets: what `make test` runs
     python -m bench.run --render-only    # no run: rewrite full.md and docs/benchmarks.md from full.json
@@ -15,6 +15,9 @@ report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A
     python -m bench.run --only x         # (x) only: bytes per run of the members record, ours against
                                          # plain JSON (and in PostgreSQL when it is reachable); written
                                          # to bench/results/xcom.{md,json}
+    python -m bench.run --only t         # (t) only: many workspaces at once on a real Celery deployment
+                                         # (PostgreSQL + Redis on loopback; about 25 minutes); written to
+                                         # bench/results/many_workspaces.{md,json}. Not in --smoke.
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
