@@ -1447,7 +1447,7 @@ def many_workspaces(mode: str, tmp: Path) -> dict[str, Any]:
                 )
                 for phase, count in phases:
                     print(
-                        f"[bench] ({MANY_KEY}) {count} runs, {c} worker slots ...",
+                        f"[bench] ({MANY_KEY}) {count} runs, worker concurrency {c} ...",
                         file=sys.stderr,
                         flush=True,
                     )
