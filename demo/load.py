@@ -208,10 +208,14 @@ def load_cluster(
     worker_concurrency: int = 2,
     ready_timeout: float = 420,
     extra_env: Mapping[str, str] | None = None,
+    services: Any = None,
 ) -> Iterator[Any]:
     """A started :class:`demo.distributed.AirflowCluster` (fresh PostgreSQL database, its own Celery
-    queue) serving the plan's workspaces file, every DAG parsed; stopped and dropped on exit."""
-    from demo.distributed import AirflowCluster, fresh_database
+    queue) serving the plan's workspaces file, every DAG parsed; stopped and dropped on exit.
+
+    ``services``: a :class:`demo.distributed.Endpoints` (private PostgreSQL/Redis); the machine's if omitted.
+    """
+    from demo.distributed import MACHINE_SERVICES, AirflowCluster, fresh_database
     from demo.sandbox_airflow import airflow_env
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -219,8 +223,11 @@ def load_cluster(
     config.write_text(workspaces_file(sandbox.endpoints, plan))
     env = airflow_env(sandbox.endpoints, workdir / "home", config)
     env.update(extra_env or {})
-    with fresh_database("entra_prov_load_") as database:
-        cluster = AirflowCluster(env, workdir / "cluster", database, worker_concurrency=worker_concurrency)
+    services = services or MACHINE_SERVICES
+    with fresh_database("entra_prov_load_", services) as database:
+        cluster = AirflowCluster(
+            env, workdir / "cluster", database, services, worker_concurrency=worker_concurrency
+        )
         try:
             cluster.migrate()
             cluster.start()
