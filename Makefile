@@ -17,7 +17,7 @@ help:
 	@echo "make schema           regenerate config/workspaces.schema.json and docs/configuration.md's field tables"
 	@echo "make ui               airflow standalone with the demo DAGs against the sandbox (UI on 127.0.0.1:8080)"
 	@echo "make sandbox          serve the local Entra ID / Key Vault / Databricks stand-in"
-	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 15 minutes)"
+	@echo "make bench            benchmarks: ours beside the naive script, on the sandbox (about 40 minutes)"
 	@echo "make clean            remove the virtualenv and every generated file"
 
 # The virtualenv is rebuilt when a requirements file changes. uv resolves and installs in seconds where

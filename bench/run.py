@@ -4,7 +4,7 @@ Prints one report (Markdown) with every figure beside its target and pass/fail, 
 report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A full run also writes
 ``docs/benchmarks.md``: ``bench/benchmarks_template.md`` with the run's figures filled in.
 
-    python -m bench.run                  # the full run (about 15 minutes on 2 shared cores)
+    python -m bench.run                  # the full run (about 40 minutes on 2 shared cores, (t) 25 of them)
     python -m bench.run --quick          # the baseline sampled in (a) too (about 5 minutes)
     python -m bench.run --smoke          # tiny sizes, no targets: what `make test` runs
     python -m bench.run --render-only    # no run: rewrite full.md and docs/benchmarks.md from full.json
@@ -15,6 +15,9 @@ report and the raw figures to ``bench/results/`` (``full.md``, ``full.json``). A
     python -m bench.run --only x         # (x) only: bytes per run of the members record, ours against
                                          # plain JSON (and in PostgreSQL when it is reachable); written
                                          # to bench/results/xcom.{md,json}
+    python -m bench.run --only t         # (t) only: many workspaces at once on a real Celery deployment
+                                         # (PostgreSQL + Redis on loopback; about 25 minutes); written to
+                                         # bench/results/many_workspaces.{md,json}. Not in --smoke.
 
 Every load loop is bounded (a fixed member count, a subprocess timeout) and every server listens on
 127.0.0.1 only.
@@ -61,6 +64,18 @@ SUBPROCESS_TIMEOUT = 900
 #: (o) the overview page's data: workspaces x runs each, by mode, and its target in seconds.
 OVERVIEW_SIZES = {"smoke": (6, 30), "quick": (200, 1000), "full": (200, 1000)}
 OVERVIEW_TARGET_S = 1.0
+#: (t) many workspaces at once on a real Celery deployment (``demo/load.py``): ``burst`` workspaces
+#: triggered together on a worker with ``burst_concurrency`` slots, then for each worker concurrency its
+#: count of workspaces triggered together, for the sustained runs per hour. Not in the plain ``--smoke``
+#: (starting an Airflow cluster would add minutes to ``make test``); ``--smoke --only t`` runs its size.
+MANY_KEY = "t"
+MANY_SIZES: dict[str, dict[str, Any]] = {
+    "smoke": {"burst": 3, "burst_concurrency": 2, "sustained": {}},
+    "quick": {"burst": 50, "burst_concurrency": 2, "sustained": {1: 12, 2: 12, 4: 12}},
+    "full": {"burst": 50, "burst_concurrency": 2, "sustained": {1: 12, 2: 12, 4: 12}},
+}
+#: A full-size run of (t) alone (``--only t``), quoted by the page until a full run measures (t).
+MANY_RESULTS = RESULTS / "many_workspaces.json"
 
 
 @dataclass
@@ -821,6 +836,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{o['seconds']:.3f} s (naive {o['naive_seconds']:.1f} s)",
             o["seconds"] < OVERVIEW_TARGET_S and o["same_rows"],
         )
+    m = results.get("many_workspaces")
+    if m and m.get("burst"):
+        b = m["burst"]
+        add(
+            f"({MANY_KEY}) {b.get('workspaces', '?')} workspaces triggered at once on Celery "
+            f"({m['burst_concurrency']} worker slots): every run succeeds, every member exactly once, one 201 "
+            "per member",
+            _many_burst_figure(b),
+            bool(b.get("ok")),
+        )
+        for c, r in sorted(m.get("sustained", {}).items()):
+            add(
+                f"({MANY_KEY}) runs/hour with worker concurrency {c} (information, not a target)",
+                f"{r['runs_per_hour']:.0f} runs/h ({r['workspaces']} runs in {_fmt_s(r['wall_seconds'])}; "
+                f"{'all verified' if r.get('ok') else 'PROBLEMS: ' + '; '.join(r.get('problems', []))[:300]})"
+                if "runs_per_hour" in r
+                else f"error: {r.get('error', '?')[:300]}",
+                None,
+            )
     memory = results.get("memory", {})
     if "100000" in memory:
         tasks = memory["100000"]["tasks"]
@@ -1128,6 +1162,8 @@ def report(results: dict[str, Any]) -> str:
         lines += ["", _overview_line(results["overview"])]
     if results.get("xcom_size"):
         lines += ["", _xcom_line(results["xcom_size"])]
+    if results.get("many_workspaces"):
+        lines += ["", _many_line(results["many_workspaces"])]
     tlist = results.get("targets", [])
     if tlist:
         lines += ["", "| target | figure | result |", "|---|---|---|"]
@@ -1194,6 +1230,7 @@ def _figures(results: dict[str, Any]) -> dict[str, str]:
         "groups_figures": _groups_figures(by),
         "overview_figures": _overview_figures(results),
         "xcom_figures": _xcom_figures(results),
+        "many_figures": _many_figures(results),
     }
 
 
@@ -1359,6 +1396,178 @@ def _overview_line(o: dict[str, Any]) -> str:
     )
 
 
+# ------------------------------------------------------------- (t) many workspaces at once on Celery
+
+
+def many_workspaces(mode: str, tmp: Path) -> dict[str, Any]:
+    """(t): ``demo/load.py`` against a real Airflow (PostgreSQL + Celery/Redis, one process per
+    component) and one sandbox tenant serving every workspace, with the benchmark's latency on every
+    request and the load plan's limits (Graph rate-limited tenant-wide, writes limited per workspace).
+
+    The burst's cluster (``burst_concurrency`` worker slots) runs the burst, then its sustained count;
+    each other worker concurrency gets a fresh cluster. Before each measurement the sandbox goes back to
+    its seed (every workspace empty), so every run creates all its members.
+    """
+    from demo.distributed import services_problem
+    from demo.load import LoadPlan, load_cluster, prepare, run_load, write_seed
+    from sandbox.client import SandboxProcess
+
+    sizes = MANY_SIZES[mode]
+    burst, burst_c = int(sizes["burst"]), int(sizes["burst_concurrency"])
+    sustained: dict[int, int] = dict(sizes["sustained"])
+    plan = LoadPlan(workspaces=max([burst, *sustained.values()]))
+    out: dict[str, Any] = {
+        "burst_concurrency": burst_c,
+        "plan": {
+            "workspaces": plan.workspaces,
+            "own_members": plan.members,
+            "shared_members": plan.shared_members,
+            "creates_per_second": plan.creates_per_second,
+            "graph_limits": dict(plan.graph_limits),
+            "workspace_limits": dict(plan.workspace_limits),
+        },
+        "burst": None,
+        "sustained": {},
+        "cluster_start_seconds": {},
+    }
+    problem = services_problem()
+    if problem:
+        out["skipped"] = problem
+        return out
+    faults = [{"system": "*", "latency_ms": LATENCY_MS, "jitter_ms": JITTER_MS}]
+    seed = write_seed(tmp / "load-seed.yaml", plan)
+    with SandboxProcess(tmp / "load-sandbox", seed) as box:
+        assert box.control is not None
+        for c in [burst_c, *sorted(set(sustained) - {burst_c})]:
+            started = time.perf_counter()
+            with load_cluster(box, plan, tmp / f"load-c{c}", worker_concurrency=c) as cluster:
+                out["cluster_start_seconds"][str(c)] = time.perf_counter() - started
+                phases = ([("burst", burst)] if c == burst_c else []) + (
+                    [("sustained", sustained[c])] if c in sustained else []
+                )
+                for phase, count in phases:
+                    print(
+                        f"[bench] ({MANY_KEY}) {count} runs, worker concurrency {c} ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    prepare(box.control, faults)
+                    try:
+                        figures = run_load(cluster, box.control, plan, count=count).as_dict()
+                    except Exception as exc:  # a timeout or a dead component: recorded, the bench goes on
+                        figures = {"workspaces": count, "ok": False, "error": str(exc)[-3000:]}
+                    figures["worker_concurrency"] = c
+                    if phase == "burst":
+                        out["burst"] = figures
+                    else:
+                        out["sustained"][str(c)] = figures
+    return out
+
+
+def _many_burst_figure(b: dict[str, Any]) -> str:
+    if "wall_seconds" not in b:
+        return f"error: {b.get('error', '?')[:300]}"
+    states = ", ".join(f"{n} {state}" for state, n in sorted(b["states"].items()))
+    text = (
+        f"{states}; all done {_fmt_s(b['wall_seconds'])} after the first trigger; {b['creates_201']:,} creates "
+        f"answered 201 for {b['members_expected']:,} members, {b['creates_409']} x 409"
+    )
+    if b.get("problems"):
+        text += "; PROBLEMS: " + "; ".join(b["problems"])[:400]
+    return text
+
+
+def _many_line(m: dict[str, Any]) -> str:
+    if m.get("skipped"):
+        return f"({MANY_KEY}) Many workspaces at once on Celery: not run ({m['skipped']})."
+    p = m["plan"]
+    g = ", ".join(f"{k} {v:g}/s" for k, v in sorted(p["graph_limits"].get("rates", {}).items()))
+    w = p["workspace_limits"]
+    text = (
+        f"({MANY_KEY}) Many workspaces at once on a real Airflow (PostgreSQL, CeleryExecutor over Redis, "
+        f"one process per component; one sandbox tenant; latency as above). Each workspace: its own group "
+        f"of {p['own_members']} users plus one group of {p['shared_members']} shared by all, none in "
+        f"Databricks yet, paced at {p['creates_per_second']:g} creates/s; sandbox limits: Graph {g}, each "
+        f"workspace {', '.join(f'{k} {v:g}/s' for k, v in sorted(w.get('rates', {}).items()))} and "
+        f"{w.get('max_concurrent')} concurrent requests. No naive baseline (see the benchmarks page)."
+    )
+    rows = []
+    if m.get("burst"):
+        rows.append(("burst", m["burst"]))
+    rows += [("sustained", r) for _, r in sorted(m.get("sustained", {}).items())]
+    if rows:
+        text += (
+            "\n\n| runs triggered at once | worker slots | all done after | runs/hour | run time median / max | "
+            "states | Graph requests (429; busiest 10 s in resource units) | SCIM requests (429, concurrency refusals) | creates 201 / members "
+            "| verified |\n|---|---|---|---|---|---|---|---|---|---|"
+        )
+    for _, r in rows:
+        if "wall_seconds" not in r:
+            text += (
+                f"\n| {r.get('workspaces')} | {r.get('worker_concurrency')} | — | — | — | — | — | — | — | "
+                f"error: {r.get('error', '?')[:200]} |"
+            )
+            continue
+        states = ", ".join(f"{n} {s}" for s, n in sorted(r["states"].items()))
+        text += (
+            f"\n| {r['workspaces']} | {r['worker_concurrency']} | {_fmt_s(r['wall_seconds'])} | "
+            f"{r['runs_per_hour']:.0f} | {_fmt_s(r['median_run_seconds'])} / {_fmt_s(r['max_run_seconds'])} | "
+            f"{states} | {r['graph_requests']:,} ({r['graph_429']}; {r.get('graph_peak_units_per_10s', '?')}) | "
+            f"{r['scim_requests']:,} ({r['scim_429']}, "
+            f"{r['scim_concurrency_refusals']}) | {r['creates_201']:,} / {r['members_expected']:,} | "
+            f"{'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])[:200]} |"
+        )
+    starts = m.get("cluster_start_seconds", {})
+    if starts:
+        text += (
+            "\n\nCluster start to every DAG parsed: "
+            + ", ".join(f"{_fmt_s(v)} ({c} slots)" for c, v in sorted(starts.items()))
+            + " (not in the figures above)."
+        )
+    return text
+
+
+def _many_figures(results: dict[str, Any]) -> str:
+    """The benchmarks page's sentence on (t); a run from before it existed quotes ``--only t``."""
+    m = results.get("many_workspaces")
+    source = ""
+    if not m and MANY_RESULTS.exists():
+        alone = json.loads(MANY_RESULTS.read_text())
+        m = alone.get("many_workspaces")
+        source = (
+            f" Not in this run (the row was added after it): these figures are from `--only {MANY_KEY}` of "
+            f"{alone.get('date', 'an earlier date')} (`bench/results/many_workspaces.md`)."
+        )
+    if not m or m.get("skipped") or not m.get("burst"):
+        return (
+            f"Not in this run: the row was added after it. `python -m bench.run --only {MANY_KEY}` measures it "
+            "alone (about 25 minutes: three Airflow clusters, 86 runs) into "
+            "`bench/results/many_workspaces.md`."
+        )
+    b = m["burst"]
+    sustained = m.get("sustained", {})
+    rates = "; ".join(
+        f"{c} slot{'s' if c != '1' else ''}: {r['runs_per_hour']:.0f} runs/h ({r['workspaces']} runs in "
+        f"{_fmt_s(r['wall_seconds'])})"
+        for c, r in sorted(sustained.items())
+        if "runs_per_hour" in r
+    )
+    burst = f"{b['workspaces']} workspaces triggered at once with {m['burst_concurrency']} worker slots: " + (
+        f"{_many_burst_figure(b)}; runs took {_fmt_s(b['median_run_seconds'])} median, "
+        f"{_fmt_s(b['max_run_seconds'])} at most ({b['runs_per_hour']:.0f} runs/h); Graph answered "
+        f"{b['graph_429']} of {b['graph_requests']:,} requests with 429 (busiest 10 s: "
+        f"{b.get('graph_peak_units_per_10s', '?')} resource units of a 5,000 budget), the workspaces "
+        f"{b['scim_429']} of {b['scim_requests']:,}."
+        if "wall_seconds" in b
+        else _many_burst_figure(b) + "."
+    )
+    return (
+        burst
+        + (f" Sustained, measured from the first trigger to the last run done: {rates}." if rates else "")
+        + source
+    )
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -1391,6 +1600,9 @@ def run(
         if only is None or "x" in only:
             print("[bench] (x) bytes per run ...", file=sys.stderr, flush=True)
             results["xcom_size"] = xcom_size(mode, env)
+        if (only is None and mode != "smoke") or (only is not None and MANY_KEY in only):
+            print(f"[bench] ({MANY_KEY}) many workspaces at once on Celery ...", file=sys.stderr, flush=True)
+            results["many_workspaces"] = many_workspaces(mode, Path(tmp))
     memory: dict[str, Any] = {}
     for r in results["scenarios"]:
         if r["scenario"] in ("a", "d"):
@@ -1425,6 +1637,8 @@ def run(
             name = "overview"
         if only == {"x"} and mode == "full":
             name = "xcom"
+        if only == {MANY_KEY} and mode == "full":
+            name = "many_workspaces"
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
         (out_dir / f"{name}.md").write_text(text + "\n")
@@ -1471,7 +1685,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     # The smoke run stays in one process (it is short); the others time each run in a fresh process.
     if args.only is not None:
-        known = {sc.key for sc in scenarios(mode)} | {"parse", "o", "x"}
+        known = {sc.key for sc in scenarios(mode)} | {"parse", "o", "x", MANY_KEY}
         if args.only - known:
             parser.error(f"--only: unknown keys {sorted(args.only - known)} (known: {sorted(known)})")
     results = run(mode, out_dir=None if args.smoke else RESULTS, in_process=args.smoke, only=args.only)

@@ -211,9 +211,12 @@ class AirflowCluster:
         workdir: Path,
         database: str,
         services: Endpoints = MACHINE_SERVICES,
+        worker_concurrency: int = 2,
     ) -> None:
         self.workdir = workdir
         self.services = services
+        #: Task slots of the Celery worker (``celery worker --concurrency``).
+        self.worker_concurrency = worker_concurrency
         self.database = database
         self.logs = workdir / "logs"
         self.process_logs = workdir / "process-logs"
@@ -237,7 +240,7 @@ class AirflowCluster:
                     f"redis://{services.redis_host}:{services.redis_port}/{services.redis_db}"
                 ),
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{pg}",
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.queue,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -296,7 +299,8 @@ class AirflowCluster:
         if name == "api-server":
             argv += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
         if name == "worker":
-            argv += ["--queues", self.queue, "--concurrency", "2", "--without-gossip", "--without-mingle"]
+            argv += ["--queues", self.queue, "--concurrency", str(self.worker_concurrency)]
+            argv += ["--without-gossip", "--without-mingle"]
         log_file = self.process_logs / f"{name}.log"
         log = log_file.open("ab")
         process = subprocess.Popen(

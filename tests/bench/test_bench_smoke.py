@@ -268,3 +268,8 @@ def test_bytes_per_run_row(results) -> None:
         assert row["naive_per_member"] > 60, row  # object id, userName, display name, groups: not empty
     assert x["pg"] is False and "ours_pg_bytes" not in x["rows"][0]
     assert "(x) Bytes per run of the members record" in results["report"]
+
+
+def test_the_celery_row_is_not_in_the_plain_smoke(results) -> None:
+    """(t) starts a whole Airflow cluster (about 90 s at its smoke size): only `--smoke --only t` runs it."""
+    assert "many_workspaces" not in results
