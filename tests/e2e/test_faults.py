@@ -2,7 +2,13 @@
 Redis, one process per component) with PostgreSQL and Redis of its own on free loopback ports, so that
 they can be stopped, killed and restarted without touching the machine's servers.
 
-One deployment serves the module; each test provisions its own Entra group (``gen-000`` … ``gen-005``,
+One deployment serves the module. First, ten workspaces (``demo/load.py``: ``ws-load-001`` …, each with
+its own group and a group they all share, Graph rate-limited tenant-wide and creates limited per
+workspace) are triggered at once on a worker with 4 slots, with ``resolve_members`` in a Graph pool of 2
+(``settings.graph_pool``): all succeed, nothing is doubled, and the sandbox's request log shows at most 2
+Graph requests in flight at any moment.
+
+Then each test provisions its own Entra group (``gen-000`` … ``gen-005``,
 60 users each, none of them in the workspace yet) into ``ws-beta`` through its own workspace entry, and
 breaks something while that run is creating users:
 
@@ -27,9 +33,12 @@ Skipped when ``initdb``/``pg_ctl`` or ``redis-server`` are not installed, unless
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +49,7 @@ import pytest
 import yaml
 
 from demo.distributed import AirflowCluster, Endpoints, fresh_database, services_verdict, wait_for
+from demo.load import VAULT, LoadPlan, load_seed, run_load, workspace_entries
 from demo.sandbox_airflow import DemoWorkspace, airflow_env, workspaces_yaml
 from demo.services import PrivatePostgres, PrivateRedis, missing_binaries
 from sandbox.client import DEMO_SEED, SandboxProcess
@@ -97,6 +107,11 @@ ENTRIES = {
         options={"schedule": "@daily", "retries": 3, "retry_delay_seconds": 5},
     ),
 }
+
+
+#: Ten workspaces triggered together; their Graph reads share a pool of two slots.
+LOAD = LoadPlan(workspaces=10)
+GRAPH_POOL, GRAPH_POOL_SLOTS, WORKER_SLOTS = "entra_graph", 2, 4
 
 
 def dag_id(key: str) -> str:
@@ -192,6 +207,15 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     seed = yaml.safe_load(DEMO_SEED.read_text())
     # Six disjoint groups of 60 synthetic users (gen-000 … gen-005), one per test.
     seed["generate"] = {**seed["generate"], "users": 6 * GROUP_SIZE, "groups": 6, "disabled_ratio": 0.0}
+    # The load plan's tenant beside it: its users and groups, PATs and empty workspaces, Graph's limits.
+    load = load_seed(LOAD)
+    seed["users"] += load["users"]
+    seed["groups"] += load["groups"]
+    seed["workspaces"] += load["workspaces"]
+    seed["graph"] = load["graph"]
+    (vault,) = [v for v in seed["vaults"] if v["name"] == VAULT]
+    (load_vault,) = [v for v in load["vaults"] if v["name"] == VAULT]
+    vault["secrets"] += load_vault["secrets"]
     seed_file = root / "seed.yaml"
     seed_file.write_text(yaml.safe_dump(seed, sort_keys=False))
     started = time.monotonic()
@@ -202,7 +226,17 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     ):
         box = Sandbox(process)
         config_file = root / "workspaces.yaml"
-        config_file.write_text(workspaces_yaml(box.endpoints, list(ENTRIES.values())))
+        load_entries = [
+            dataclasses.replace(e, options={"scim_max_creates_per_second": LOAD.creates_per_second})
+            for e in workspace_entries(LOAD)
+        ]
+        config_file.write_text(
+            workspaces_yaml(
+                box.endpoints,
+                [*ENTRIES.values(), *load_entries],
+                settings={"graph_pool": GRAPH_POOL, "graph_pool_slots": GRAPH_POOL_SLOTS},
+            )
+        )
         env = airflow_env(box.endpoints, root / "home", config_file)
         env.update(
             {
@@ -220,11 +254,23 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
             redis_db=0,
         )
         with fresh_database("entra_prov_faults_", services) as database:
-            cluster = AirflowCluster(env, root / "cluster", database, services)
+            cluster = AirflowCluster(
+                env, root / "cluster", database, services, worker_concurrency=WORKER_SLOTS
+            )
             try:
                 cluster.migrate()
+                # What airflow-init does in docker-compose.yaml: the Graph pool of settings.graph_pool.
+                pool = subprocess.run(
+                    [sys.executable, "-m", "entra_provisioning", "pool", "--create", str(config_file)],
+                    env=cluster.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=False,
+                )
+                assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-2000:]
                 cluster.start()
-                cluster.wait_ready([dag_id(key) for key in ENTRIES])
+                cluster.wait_ready([dag_id(key) for key in ENTRIES] + LOAD.dag_ids())
                 # Backfill runs of a paused DAG stay queued in Airflow 3.3: every DAG is unpaused (the
                 # daily one then also runs once for its latest interval, which adds its group's users).
                 for key in ENTRIES:
@@ -234,6 +280,44 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
             finally:
                 exit_codes = cluster.stop()
                 print(f"fault deployment stopped: {exit_codes}; timings: {json.dumps(TIMINGS)}")
+
+
+def test_ten_workspaces_at_once_share_the_graph_pool(faults: Faults) -> None:
+    cluster, control = faults.cluster, faults.sandbox.control
+    first_seq = control.last_seq()
+    result = run_load(cluster, control, LOAD)
+    TIMINGS["ten_at_once_s"] = round(result.wall_seconds)
+    print(f"\nten workspaces at once: {json.dumps(result.as_dict())}")
+    # Every run succeeded; every member is in its workspace once, one 201 each, no 409.
+    assert result.ok, result.problems
+    assert result.states == {"success": LOAD.workspaces}
+    assert result.creates_201 == result.members_expected and result.creates_409 == 0
+    # The pool, as Airflow recorded it and as Graph saw it: never more than its slots reading at once,
+    # although the worker ran up to 4 tasks at a time.
+    pools = cluster.query(
+        "SELECT DISTINCT pool FROM task_instance WHERE task_id = 'resolve_members' AND dag_id LIKE %s",
+        (f"entra_provisioning__{LOAD.entry_name(1)[:-3]}%",),
+    )
+    assert pools == [(GRAPH_POOL,)], pools
+    graph = control.log(since=first_seq, system="graph")
+    assert graph, "no Graph request was logged"
+    in_flight = _max_in_flight(graph)
+    TIMINGS["graph_max_in_flight"] = in_flight
+    assert 1 <= in_flight <= GRAPH_POOL_SLOTS, in_flight
+
+
+def _max_in_flight(entries: list[dict[str, Any]]) -> int:
+    """The most requests the sandbox was serving at one moment (each entry's ``ts`` is when the answer
+    went out, ``duration_ms`` how long it took)."""
+    edges = []
+    for entry in entries:
+        end = float(entry["ts"])
+        edges += [(end - float(entry["duration_ms"]) / 1000, 1), (end, -1)]
+    current = peak = 0
+    for _, step in sorted(edges, key=lambda edge: (edge[0], edge[1])):
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 def _worker_ready(cluster: AirflowCluster, offset: int) -> bool:
