@@ -1272,17 +1272,24 @@ def _groups_figures(by: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def _this_run_or_alone(
+    results: dict[str, Any], key: str, alone_file: Path, only: str
+) -> tuple[dict[str, Any] | None, str]:
+    """A row's figures from this run, or else from its last ``--only`` run (with the sentence saying so)."""
+    figures = results.get(key)
+    if figures or not alone_file.exists():
+        return figures, ""
+    alone = json.loads(alone_file.read_text())
+    source = (
+        f" Not in this run (the row was added after it): these figures are from `--only {only}` of "
+        f"{alone.get('date', 'an earlier date')} (`bench/results/{alone_file.name.replace('.json', '.md')}`)."
+    )
+    return alone.get(key), source
+
+
 def _overview_figures(results: dict[str, Any]) -> str:
     """The benchmarks page's sentence on (o); a run from before it existed says so."""
-    o = results.get("overview")
-    source = ""
-    if not o and OVERVIEW_RESULTS.exists():
-        alone = json.loads(OVERVIEW_RESULTS.read_text())
-        o = alone["overview"]
-        source = (
-            f" Not in this run (the row was added after it): these figures are from `--only o` of "
-            f"{alone.get('date', 'an earlier date')} (`bench/results/overview.md`)."
-        )
+    o, source = _this_run_or_alone(results, "overview", OVERVIEW_RESULTS, "o")
     if not o:
         return (
             "Not in this run: the row was added after it. `python -m bench.run --only o` measures it alone "
@@ -1357,15 +1364,7 @@ def _xcom_line(x: dict[str, Any]) -> str:
 
 def _xcom_figures(results: dict[str, Any]) -> str:
     """The benchmarks page's sentence on (x); a run from before it existed quotes ``--only x``."""
-    x = results.get("xcom_size")
-    source = ""
-    if not x and XCOM_RESULTS.exists():
-        alone = json.loads(XCOM_RESULTS.read_text())
-        x = alone["xcom_size"]
-        source = (
-            f" Not in this run (the row was added after it): these figures are from `--only x` of "
-            f"{alone.get('date', 'an earlier date')} (`bench/results/xcom.md`)."
-        )
+    x, source = _this_run_or_alone(results, "xcom_size", XCOM_RESULTS, "x")
     if not x:
         return (
             "Not in this run: the row was added after it. `python -m bench.run --only x` measures it alone."
@@ -1529,15 +1528,7 @@ def _many_line(m: dict[str, Any]) -> str:
 
 def _many_figures(results: dict[str, Any]) -> str:
     """The benchmarks page's sentence on (t); a run from before it existed quotes ``--only t``."""
-    m = results.get("many_workspaces")
-    source = ""
-    if not m and MANY_RESULTS.exists():
-        alone = json.loads(MANY_RESULTS.read_text())
-        m = alone.get("many_workspaces")
-        source = (
-            f" Not in this run (the row was added after it): these figures are from `--only {MANY_KEY}` of "
-            f"{alone.get('date', 'an earlier date')} (`bench/results/many_workspaces.md`)."
-        )
+    m, source = _this_run_or_alone(results, "many_workspaces", MANY_RESULTS, MANY_KEY)
     if not m or m.get("skipped") or not m.get("burst"):
         return (
             f"Not in this run: the row was added after it. `python -m bench.run --only {MANY_KEY}` measures it "

@@ -524,15 +524,19 @@ class AirflowCluster:
             )
         return dict(run)
 
-    def summary(self, dag_id: str, run_id: str) -> Any:
-        """The run summary: the ``add_missing_users`` return value, read through the REST API."""
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom, read (and decoded) through the REST API."""
         entry = self.api(
             "GET",
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/add_missing_users/xcomEntries/return_value"
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
             "?deserialize=true",
         )
         value = entry["value"]
         return json.loads(value) if isinstance(value, str) else value
+
+    def summary(self, dag_id: str, run_id: str) -> Any:
+        """The run summary: the ``add_missing_users`` return value."""
+        return self.xcom(dag_id, run_id, "add_missing_users")
 
     # ------------------------------------------------------------------ evidence
     def task_log_files(self) -> list[Path]:

@@ -171,22 +171,13 @@ def test_an_asset_event_only_after_a_run_that_added_someone(distributed: Distrib
 
     (run,) = wait_for("the asset-scheduled run", lambda: watcher_runs(1), RUN_TIMEOUT, 2, cluster.log_tails)
     assert run["run_type"] == "asset_triggered"
-    seen = cluster.api(
-        "GET",
-        f"/api/v2/dags/{WATCHER}/dagRuns/{run['dag_run_id']}/taskInstances/note_the_event/xcomEntries/"
-        "return_value?deserialize=true",
-    )["value"]
-    seen = json.loads(seen) if isinstance(seen, str) else seen
+    seen = cluster.xcom(WATCHER, run["dag_run_id"], "note_the_event")
     assert seen["added_in_run"] == len(ALPHA_NEW) and seen["outcome"] == "success"
     assert seen["source_dag_id"] == ALPHA and seen["uri"].endswith("/users")
 
     run_id = cluster.trigger(ALPHA)  # everyone is there now: nobody to add
     cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
-    report = cluster.api(
-        "GET",
-        f"/api/v2/dags/{ALPHA}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value?deserialize=true",
-    )["value"]
-    report = json.loads(report) if isinstance(report, str) else report
+    report = cluster.xcom(ALPHA, run_id, "report")
     assert report["asset_event"] is False and report["added_in_run"] == 0
     events = cluster.query(
         "SELECT e.source_run_id FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = %s",
@@ -473,11 +464,7 @@ def test_retention_deletes_old_return_values_and_keeps_counts(distributed: Distr
 
     run_id = cluster.trigger(ALPHA, {"dry_run": True})
     cluster.wait_run(ALPHA, run_id, timeout=RUN_TIMEOUT)
-    report = cluster.api(
-        "GET",
-        f"/api/v2/dags/{ALPHA}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value?deserialize=true",
-    )["value"]
-    report = json.loads(report) if isinstance(report, str) else report
+    report = cluster.xcom(ALPHA, run_id, "report")
     assert report["xcoms_deleted"] == len(to_delete) and report["runs_pruned"] == len(expired), report
 
     after = xcoms([*runs, run_id])
@@ -590,12 +577,7 @@ def test_metrics_arrive_from_the_celery_worker(distributed: Distributed) -> None
 
 def _counts(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
     """A task's counts record (XCom ``counts``), through the REST API."""
-    entry = cluster.api(
-        "GET",
-        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/counts?deserialize=true",
-    )
-    value = entry["value"]
-    return dict(json.loads(value) if isinstance(value, str) else value)
+    return dict(cluster.xcom(dag_id, run_id, task_id, "counts"))
 
 
 def _import_errors(cluster: AirflowCluster) -> dict[str, str]:
@@ -701,11 +683,6 @@ def test_alerts_from_the_celery_worker_once_a_day(alerting: tuple[Distributed, S
 
     second = cluster.trigger(ALERTS, {"dry_run": True})
     cluster.wait_run(ALERTS, second, timeout=RUN_TIMEOUT)
-    report = cluster.api(
-        "GET",
-        f"/api/v2/dags/{ALERTS}/dagRuns/{second}/taskInstances/report/xcomEntries/return_value"
-        "?deserialize=true",
-    )["value"]
-    report = json.loads(report) if isinstance(report, str) else report
+    report = cluster.xcom(ALERTS, second, "report")
     assert report["events"] == ["token_expiring"] and report["alerts_already_sent"] == ["token_expiring"]
     assert len(smtp.mails) == 1

@@ -494,12 +494,7 @@ def test_a_graph_outage_longer_than_every_retry_then_the_next_run_adds_everyone(
     resolve = faults.task(key, run_id, "resolve_members")
     assert resolve["state"] == "failed" and resolve["try_number"] == 2, resolve  # retries: 1
     assert faults.task(key, run_id, "add_missing_users")["state"] == "upstream_failed"
-    counts = cluster.api(
-        "GET",
-        f"/api/v2/dags/{dag_id(key)}/dagRuns/{run_id}/taskInstances/resolve_members/xcomEntries/counts"
-        "?deserialize=true",
-    )["value"]
-    counts = json.loads(counts) if isinstance(counts, str) else counts
+    counts = cluster.xcom(dag_id(key), run_id, "resolve_members", "counts")
     assert counts["outcome"] == "failed" and "503" in counts["error"] and "\n" not in counts["error"]
     assert faults.creates() == baseline and set(faults.user_names()) == before
 
