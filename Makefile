@@ -44,20 +44,24 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check plugins dags
 	$(BIN)/mypy
 
-# The fault tests spend most of their time waiting out Airflow's timeouts (a lost worker's heartbeat, a task
-# lost with the broker's memory), so `make test` runs them beside the rest rather than after it; their
-# output follows the rest's, and either failing fails the target. PYTEST_ARGS=... runs what it names instead.
-FAULT_TESTS := tests/e2e/test_faults.py
+# The two Airflow-cluster modules (the distributed test and the fault tests) spend most of their time
+# waiting on Airflow (schedules, heartbeat and queue timeouts), so `make test` runs each beside the rest
+# rather than after it; their output follows the rest's (and stays in .tmp/lane-*.log), and any of the
+# three failing fails the target. PYTEST_ARGS=... runs what it names instead, in one pytest.
+LANES := tests/e2e/test_distributed.py tests/e2e/test_faults.py
 test: $(STAMP) validate-config lint
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@mkdir -p .tmp
-	@$(BIN)/pytest $(FAULT_TESTS) > .tmp/fault-tests.log 2>&1 & lane=$$!; \
-	$(BIN)/pytest --ignore=$(FAULT_TESTS); rest=$$?; \
-	wait $$lane; faults=$$?; \
-	echo "----- $(FAULT_TESTS), run beside the rest (.tmp/fault-tests.log) -----"; \
-	cat .tmp/fault-tests.log; \
-	echo "make test: the rest exited $$rest, the fault tests $$faults"; \
-	test $$rest -eq 0 && test $$faults -eq 0
+	@pids=""; for lane in $(LANES); do \
+		$(BIN)/pytest $$lane > .tmp/lane-$$(basename $$lane .py).log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	$(BIN)/pytest $(addprefix --ignore=,$(LANES)); status=$$?; \
+	for pid in $$pids; do wait $$pid || status=1; done; \
+	for lane in $(LANES); do \
+		echo "----- $$lane, run beside the rest (.tmp/lane-$$(basename $$lane .py).log) -----"; \
+		cat .tmp/lane-$$(basename $$lane .py).log; \
+	done; \
+	echo "make test: exit $$status"; exit $$status
 else
 	$(BIN)/pytest $(PYTEST_ARGS)
 endif
