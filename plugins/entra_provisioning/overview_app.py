@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from entra_provisioning.config import ConfigError, load_config_report
 from entra_provisioning.factory import config_path
-from entra_provisioning.overview_data import DEFAULT_WARNING_DAYS, overview_rows
+from entra_provisioning.overview_data import DEFAULT_WARNING_DAYS, missing_pools, overview_rows
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -69,6 +69,7 @@ def page_data(session: Any, readable: set[str]) -> dict[str, Any]:
         "rows": [row.to_json() for row in rows],
         "threshold_source": source,
         "default_warning_days": DEFAULT_WARNING_DAYS,
+        "missing_pools": missing_pools(session, [row.dag_id for row in rows]),
     }
 
 

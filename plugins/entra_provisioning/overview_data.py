@@ -437,3 +437,29 @@ def overview_rows(
             ):
                 row.notes.append(f"looked back {lookback} runs only")
     return rows
+
+
+def missing_pools(session: Session, dag_ids: Collection[str]) -> dict[str, list[str]]:
+    """Pools that tasks of ``dag_ids`` wait for but that do not exist, with the DAGs waiting: Airflow
+    3.3 never schedules such a task and says so only in the scheduler's log (``settings.graph_pool``
+    without ``python -m entra_provisioning pool --create``)."""
+    from airflow.models.pool import Pool
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    if not dag_ids:
+        return {}
+    waiting = session.execute(
+        select(TaskInstance.pool, TaskInstance.dag_id)
+        .where(
+            TaskInstance.dag_id.in_(list(dag_ids)),
+            TaskInstance.state == TaskInstanceState.SCHEDULED,
+            TaskInstance.pool.not_in(select(Pool.pool)),
+        )
+        .distinct()
+    ).all()
+    blocked: dict[str, list[str]] = {}
+    for pool, dag_id in waiting:
+        blocked.setdefault(str(pool), []).append(str(dag_id))
+    return {pool: sorted(dags) for pool, dags in sorted(blocked.items())}

@@ -317,3 +317,55 @@ def test_a_workspace_that_never_ran_says_so(seeded: Any) -> None:
     data = rows[0].to_json()
     assert data["never_run"] is True and data["last_run"] is None and data["members_resolved"] is None
     assert data["paused"] is True and data["schedule"] is None and data["next_run"] is None
+
+
+def test_a_missing_pool_that_tasks_wait_for_is_named(seeded: Any) -> None:
+    """settings.graph_pool without the pool: Airflow schedules nothing and says so only in its scheduler
+    log, so the page names the pool and the DAGs stuck behind it."""
+    import uuid
+
+    from airflow.models.pool import Pool
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import insert
+    from sqlalchemy.orm import Session
+
+    from bench.overview import dag_id_of
+    from entra_provisioning.overview_data import missing_pools
+
+    def ti(dag_id: str, task_id: str, pool: str, state: str) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "dag_id": dag_id,
+            "task_id": task_id,
+            "run_id": "manual__0",
+            "map_index": -1,
+            "try_number": 0,
+            "max_tries": 3,
+            "pool": pool,
+            "pool_slots": 1,
+            "state": state,
+            "queue": "default",
+            "priority_weight": 1,
+            "hostname": "",
+            "unixname": "airflow",
+            "executor_config": {},
+            "span_status": "not_started",
+        }
+
+    a, b, c = dag_id_of(0), dag_id_of(1), dag_id_of(2)
+    with seeded.begin() as conn:
+        conn.execute(insert(Pool.__table__), [{"pool": "graph_ok", "slots": 2, "include_deferred": False}])
+        conn.execute(
+            insert(TaskInstance.__table__),
+            [
+                ti(a, "resolve_members", "entra_graph", "scheduled"),
+                ti(b, "resolve_members", "entra_graph", "scheduled"),
+                ti(b, "fetch_token", "entra_graph", "success"),  # not waiting
+                ti(c, "resolve_members", "graph_ok", "scheduled"),  # the pool exists
+                ti("someone_else", "t", "entra_graph", "scheduled"),  # not asked about
+            ],
+        )
+    with Session(seeded) as session:
+        assert missing_pools(session, [a, b, c]) == {"entra_graph": sorted([a, b])}
+        assert missing_pools(session, [c]) == {}
+        assert missing_pools(session, []) == {}
