@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,8 +354,41 @@ def test_page_sorts_filters_and_links_in_chromium(browser: Any, overview_server:
         href = alpha.locator("td:nth-child(4) a").get_attribute("href") or ""
         assert href.startswith(f"{overview_server.url}/dags/{ALPHA}/runs/")
         assert "workspaces.yaml" in page.locator("footer").inner_text()
+        assert page.locator("#pools").is_hidden()  # every pool the tasks use exists
+        # A task waiting for a pool nobody created (settings.graph_pool without `pool --create`): the page
+        # names the pool, the DAG and the command, above the table.
+        with _task_waiting_for_a_missing_pool(overview_server, BETA, "entra_graph"):
+            page.reload()
+            page.wait_for_selector("body[data-loaded=yes]")
+            notice = page.locator("#pools")
+            assert notice.is_visible()
+            text = notice.inner_text()
+            assert "entra_graph" in text and BETA in text and "pool --create" in text
     finally:
         page.context.close()
+
+
+@contextmanager
+def _task_waiting_for_a_missing_pool(server: OverviewServer, dag_id: str, pool: str) -> Iterator[None]:
+    """A scheduled ``resolve_members`` of ``dag_id`` in ``pool`` (which does not exist), removed after."""
+    import sqlite3
+    import uuid
+
+    db = Path(server.env["AIRFLOW_HOME"]) / "airflow.db"
+    ti_id = str(uuid.uuid4())
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO task_instance (id, dag_id, task_id, run_id, map_index, try_number, max_tries, pool,"
+            " pool_slots, state, queue, priority_weight, hostname, unixname, executor_config, span_status)"
+            " VALUES (?, ?, 'resolve_members', 'manual__waiting', -1, 0, 3, ?, 1, 'scheduled', 'default', 1,"
+            " '', 'airflow', X'80047D942E', 'not_started')",
+            (ti_id.replace("-", ""), dag_id, pool),
+        )
+    try:
+        yield
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM task_instance WHERE id = ?", (ti_id.replace("-", ""),))
 
 
 def test_reader_sees_two_rows_in_chromium(browser: Any, overview_server: OverviewServer) -> None:
