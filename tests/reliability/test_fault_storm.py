@@ -15,6 +15,7 @@ from entra_provisioning import tasks
 from entra_provisioning.hooks import entra
 from entra_provisioning.hooks.key_vault import KeyVaultSecretHook, KeyVaultUnavailableError
 from entra_provisioning.hooks.scim import DatabricksScimHook, ScimThrottleCeilingError
+from entra_provisioning.plan import Resolution
 
 from .conftest import seed_with, team, workspace
 
@@ -113,7 +114,7 @@ def test_graph_server_errors_are_retried_and_a_lasting_outage_is_left_to_airflow
         [{"system": "graph", "endpoint": "graph.groups.transitiveMembers", "rate_500": 1.0, "max_faults": 2}]
     )
     record = tasks.resolve_members(ws)
-    assert len(record["members"]) == 4  # five people, one of them disabled
+    assert len(Resolution.from_record(record).members) == 4  # five people, one of them disabled
     statuses_seen = [e["status"] for e in connected.control.log(endpoint="graph.groups.transitiveMembers")]
     assert statuses_seen == [500, 500, 200]
 
