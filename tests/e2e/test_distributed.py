@@ -368,6 +368,16 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
     cluster, config_file = distributed.cluster, distributed.config_file
     good = config_file.read_text()
     assert _import_errors(cluster) == {}
+    # beta was paused by the backfill test, but a scheduled run may still be going on a busy machine; a
+    # task of it that started while the file is broken would find no DAG and be rescheduled for minutes
+    # (as docs/production.md says), so the file is broken only once nothing of beta runs.
+    wait_for(
+        "beta to have no running run",
+        lambda: not [r for r in cluster.runs(BETA) if r["state"] == "running"],
+        RUN_TIMEOUT,
+        interval=3,
+        context=cluster.log_tails,
+    )
     document = yaml.safe_load(good)
     delta = {**document["workspaces"][0], "name": "delta", "scim_concurrency": 0}
     try:
