@@ -520,6 +520,7 @@ def test_metrics_arrive_from_the_celery_worker(distributed: Distributed) -> None
         lambda: not [r for r in cluster.runs(BETA) if r["state"] == "running"],
         RUN_TIMEOUT,
         interval=3,
+        context=cluster.log_tails,
     )
 
     # Every run so far sent its users_added_total: the sums are the creates the sandbox answered 201.
