@@ -8,7 +8,19 @@ from typing import Any
 
 import pytest
 
+from demo.distributed import services_verdict
 from demo.sandbox_airflow import airflow, airflow_env, latest_xcom, workspaces_yaml
+
+
+def require_services(problem: str | None) -> None:
+    """Skip the calling test (or fixture) when ``problem`` says its servers are missing; fail instead under
+    ``ENTRA_PROVISIONING_REQUIRE_SERVICES=1`` (CI), so that CI never passes without running it."""
+    verdict = services_verdict(problem)
+    if verdict is not None:
+        action, reason = verdict
+        if action == "fail":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 @dataclass

@@ -47,7 +47,6 @@ from demo.distributed import (
     AirflowCluster,
     fresh_database,
     services_problem,
-    services_verdict,
     wait_for,
 )
 from demo.sandbox_airflow import DEMO_WORKSPACES, airflow_env, workspaces_yaml
@@ -55,6 +54,8 @@ from sandbox.client import SandboxProcess
 from sandbox.pytest_plugin import Sandbox
 from sandbox.smtp import SmtpSink
 from sandbox.statsd import StatsdListener
+
+from .conftest import require_services
 
 ALPHA = "entra_provisioning__alpha"
 BETA = "entra_provisioning__beta"
@@ -92,12 +93,7 @@ class Distributed:
 
 @pytest.fixture(scope="module")
 def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distributed]:
-    verdict = services_verdict(services_problem())
-    if verdict is not None:
-        action, reason = verdict
-        if action == "fail":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_services(services_problem())
 
     root = tmp_path_factory.mktemp("distributed")
     alpha, beta, gamma = DEMO_WORKSPACES
@@ -371,13 +367,7 @@ def test_a_bad_entry_keeps_the_other_dags_a_broken_file_does_not(distributed: Di
     # beta was paused by the backfill test, but a scheduled run may still be going on a busy machine; a
     # task of it that started while the file is broken would find no DAG and be rescheduled for minutes
     # (as docs/production.md says), so the file is broken only once nothing of beta runs.
-    wait_for(
-        "beta to have no running run",
-        lambda: not [r for r in cluster.runs(BETA) if r["state"] == "running"],
-        RUN_TIMEOUT,
-        interval=3,
-        context=cluster.log_tails,
-    )
+    _wait_beta_idle(cluster)
     document = yaml.safe_load(good)
     delta = {**document["workspaces"][0], "name": "delta", "scim_concurrency": 0}
     try:
@@ -513,15 +503,7 @@ def test_metrics_arrive_from_the_celery_worker(distributed: Distributed) -> None
 
     cluster, box, statsd = distributed.cluster, distributed.sandbox, distributed.statsd
     ours = "airflow.entra_provisioning."
-    # beta is paused by now; a run the scheduler queued just before the pause stays queued for good (Airflow
-    # starts queued runs of unpaused DAGs only) and never sends anything, so only a running one is waited for.
-    wait_for(
-        "beta to have no running run",
-        lambda: not [r for r in cluster.runs(BETA) if r["state"] == "running"],
-        RUN_TIMEOUT,
-        interval=3,
-        context=cluster.log_tails,
-    )
+    _wait_beta_idle(cluster)  # beta is paused by now; a queued run of it never sends anything
 
     # Every run so far sent its users_added_total: the sums are the creates the sandbox answered 201.
     # (A run's report may still be sending as its run ends: wait a little for the sums, then compare.)
@@ -601,6 +583,18 @@ def _reparsed(cluster: AirflowCluster, since: datetime) -> bool:
     """Whether the workspace DAG file was parsed again after ``since`` (its DAGs carry the parse time)."""
     parsed = cluster.api("GET", f"/api/v2/dags/{ALPHA}")["last_parsed_time"]
     return parsed is not None and datetime.fromisoformat(parsed) > since
+
+
+def _wait_beta_idle(cluster: AirflowCluster) -> None:
+    """Until no run of (paused) beta is running: a run queued just before the pause stays queued for good
+    (Airflow starts queued runs of unpaused DAGs only), so only running ones are waited for."""
+    wait_for(
+        "beta to have no running run",
+        lambda: not [r for r in cluster.runs(BETA) if r["state"] == "running"],
+        RUN_TIMEOUT,
+        interval=3,
+        context=cluster.log_tails,
+    )
 
 
 def _active_runs(cluster: AirflowCluster, dag_id: str) -> list[dict[str, Any]]:

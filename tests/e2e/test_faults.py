@@ -48,12 +48,14 @@ from typing import Any
 import pytest
 import yaml
 
-from demo.distributed import AirflowCluster, Endpoints, fresh_database, services_verdict, wait_for
+from demo.distributed import AirflowCluster, Endpoints, fresh_database, wait_for
 from demo.load import VAULT, LoadPlan, load_seed, run_load, workspace_entries
 from demo.sandbox_airflow import DemoWorkspace, airflow_env, workspaces_yaml
 from demo.services import PrivatePostgres, PrivateRedis, missing_binaries
 from sandbox.client import DEMO_SEED, SandboxProcess
 from sandbox.pytest_plugin import Sandbox
+
+from .conftest import require_services
 
 WORKSPACE = "ws-beta"
 #: ``1`` measures with Airflow's default heartbeat timeout (300 s) and our default retry delay (120 s)
@@ -157,6 +159,13 @@ class Faults:
 
         return dict(wait_for(f"run {run_id} of {dag_id(key)}", ended, timeout, 2.0, self.cluster.log_tails))
 
+    def start_creating(self, key: str) -> tuple[str, set[str], int, int]:
+        """Trigger ``key``'s DAG and wait until its run has created a few users: (run id, the workspace's
+        users before, the 201s before, the users it had created then)."""
+        before, baseline = set(self.user_names()), self.creates()
+        run_id = self.cluster.trigger(dag_id(key))
+        return run_id, before, baseline, self.wait_creating(baseline)
+
     def wait_creating(self, baseline: int, at_least: int = 5) -> int:
         """Until the run has created ``at_least`` users; returns how many it had then."""
         return int(
@@ -194,14 +203,7 @@ class Faults:
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     problem = missing_binaries()
-    verdict = services_verdict(
-        None if problem is None else f"the fault tests need private servers: {problem}"
-    )
-    if verdict is not None:
-        action, reason = verdict
-        if action == "fail":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_services(None if problem is None else f"the fault tests need private servers: {problem}")
 
     root = tmp_path_factory.mktemp("faults")
     seed = yaml.safe_load(DEMO_SEED.read_text())
@@ -327,9 +329,7 @@ def _worker_ready(cluster: AirflowCluster, offset: int) -> bool:
 
 def test_a_worker_killed_mid_create_loses_and_doubles_nobody(faults: Faults) -> None:
     cluster, key = faults.cluster, "worker"
-    before, baseline = set(faults.user_names()), faults.creates()
-    run_id = cluster.trigger(dag_id(key))
-    created_at_kill = faults.wait_creating(baseline)
+    run_id, before, baseline, created_at_kill = faults.start_creating(key)
 
     killed = time.monotonic()
     offset = cluster.component("worker").log_file.stat().st_size
@@ -365,9 +365,7 @@ def test_a_worker_killed_mid_create_loses_and_doubles_nobody(faults: Faults) -> 
 
 def test_a_scheduler_redeployed_mid_run_finishes_it(faults: Faults) -> None:
     cluster, key = faults.cluster, "scheduler"
-    before, baseline = set(faults.user_names()), faults.creates()
-    run_id = cluster.trigger(dag_id(key))
-    faults.wait_creating(baseline)
+    run_id, before, baseline, _ = faults.start_creating(key)
     stopped = time.monotonic()
     cluster.kill("scheduler", signal.SIGTERM)
     cluster.relaunch("scheduler")
@@ -418,10 +416,8 @@ def test_a_scheduler_killed_mid_backfill_finishes_it(faults: Faults) -> None:
 
 
 def test_a_database_restart_mid_run_loses_and_doubles_nobody(faults: Faults) -> None:
-    cluster, key = faults.cluster, "database"
-    before, baseline = set(faults.user_names()), faults.creates()
-    run_id = cluster.trigger(dag_id(key))
-    faults.wait_creating(baseline)
+    key = "database"
+    run_id, before, baseline, _ = faults.start_creating(key)
     down = time.monotonic()
     faults.postgres.stop("fast")
     time.sleep(15)
