@@ -37,8 +37,6 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from demo.distributed import AirflowCluster, Endpoints, fresh_database, wait_for
 from demo.load import VAULT, LoadPlan, load_seed, run_load, workspace_entries
 from demo.sandbox_airflow import DemoWorkspace, airflow_env, workspaces_yaml
 from demo.services import PrivatePostgres, PrivateRedis, missing_binaries
+from demo.ui import create_graph_pool
 from sandbox.client import DEMO_SEED, SandboxProcess
 from sandbox.pytest_plugin import Sandbox
 
@@ -262,14 +261,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
             try:
                 cluster.migrate()
                 # What airflow-init does in docker-compose.yaml: the Graph pool of settings.graph_pool.
-                pool = subprocess.run(
-                    [sys.executable, "-m", "entra_provisioning", "pool", "--create", str(config_file)],
-                    env=cluster.env,
-                    capture_output=True,
-                    text=True,
-                    timeout=300,
-                    check=False,
-                )
+                pool = create_graph_pool(cluster.env, config_file)
                 assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-2000:]
                 cluster.start()
                 cluster.wait_ready([dag_id(key) for key in ENTRIES] + LOAD.dag_ids())
