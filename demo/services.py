@@ -104,7 +104,6 @@ class PrivatePostgres:
             shutil.chown(self.base, SERVER_USER, SERVER_USER)
         else:
             self.user = os.environ.get("USER") or "postgres"
-        self.starts = 0
 
     def _run(self, *argv: str, timeout: float = 60) -> None:
         command = [*(["runuser", "-u", SERVER_USER, "--"] if self.as_root else []), *argv]
@@ -143,7 +142,6 @@ class PrivatePostgres:
             "start",
             timeout=timeout + 10,
         )
-        self.starts += 1
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> None:
         """``fast`` ends every session (a restart or fail-over); ``immediate`` is a crash."""
@@ -186,7 +184,6 @@ class PrivateRedis:
         self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self.starts = 0
         directory.mkdir(parents=True, exist_ok=True)
 
     def start(self, *, persistent: bool | None = None, timeout: float = 30) -> None:
@@ -214,7 +211,6 @@ class PrivateRedis:
             argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
         _wait("Redis answering", self._answers, timeout)
-        self.starts += 1
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:

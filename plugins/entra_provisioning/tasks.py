@@ -213,7 +213,6 @@ def _fetch_connection_token(ws: WorkspaceConfig) -> dict[str, Any]:
         "databricks_conn_id": ws.databricks_conn_id,
         "target": ws.target,
         "workspace": ws.databricks_instance,
-        FINGERPRINT_KEY: config_fingerprint(ws),
     }
     with _scim_hook(ws, token) as scim:
         if ws.is_account:
@@ -246,7 +245,14 @@ def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict
     counts = counts or CountsRecord("fetch_token")
     counts.update(token_expires_in_days=None, token_expires_on=None)
     if ws.databricks_conn_id is not None:
-        return _fetch_connection_token(ws)
+        result = _fetch_connection_token(ws)
+    else:
+        result = _fetch_key_vault_token(ws, counts)
+    result[FINGERPRINT_KEY] = config_fingerprint(ws)
+    return result
+
+
+def _fetch_key_vault_token(ws: WorkspaceConfig, counts: CountsRecord) -> dict[str, Any]:
     token, facts = _read_token(ws)
     result = facts.to_dict()
     if facts.expires_on is not None:
@@ -264,7 +270,6 @@ def fetch_token(ws: WorkspaceConfig, counts: CountsRecord | None = None) -> dict
         admin = scim.check_admin()
     result["admin_user_name"] = admin
     result["workspace"] = ws.databricks_instance
-    result[FINGERPRINT_KEY] = config_fingerprint(ws)
     log.info(
         "Token from secret %s (version %s) authenticates to %s as workspace admin %s",
         facts.name,
